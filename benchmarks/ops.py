@@ -1,0 +1,116 @@
+"""Op benchmark: extension vs eager reference vs torch.compile(reference), forward and forward+backward.
+
+    python -m benchmarks.ops [--device cpu|cuda|all] [--ops bias_act,upfirdn2d,adain] [--dtypes float32,bfloat16]
+                             [--quick]
+
+Prints a table and writes ``benchmarks/results/ops_<device>.json`` (machine, torch version, threads).
+Achieved bandwidth = the fewest bytes the op must move / time; ``copy`` is the device's measured copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+import torch
+
+from .harness import OpCase, copy_bandwidth_gbs, format_table, time_ms, write_results
+
+OPS = ("bias_act", "upfirdn2d", "adain")
+IMPLS = ("extension", "reference", "compiled")
+
+
+def _cases(op: str, device: str, quick: bool) -> list[OpCase]:
+    return importlib.import_module(f"benchmarks.cases.{op}").cases(device, quick)
+
+
+def _runner(case: OpCase, fn, inputs, backward: bool):
+    if not backward:
+        return lambda: fn(*inputs)
+    leaves = inputs[: case.grad_inputs]
+
+    def step():
+        out = fn(*inputs)
+        torch.autograd.grad(out, leaves, grad_out[0])
+
+    grad_out = [torch.randn_like(fn(*inputs))]
+    return step
+
+
+def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, repeat: int) -> list[dict]:
+    rows = []
+    for backward in (False, True):
+        inputs = case.make_inputs(device, dtype)
+        if backward:
+            inputs = tuple(t.requires_grad_() if i < case.grad_inputs else t for i, t in enumerate(inputs))
+        with torch.no_grad():
+            out = case.extension(*inputs)
+        fwd_bytes, fwdbwd_bytes = case.traffic(inputs, out)
+        nbytes = fwdbwd_bytes if backward else fwd_bytes
+        fns = {"extension": case.extension, "reference": case.reference,
+               "compiled": torch.compile(case.reference, dynamic=False)}
+        times = {}
+        for impl, fn in fns.items():
+            context = torch.enable_grad() if backward else torch.no_grad()
+            with context:
+                times[impl] = time_ms(_runner(case, fn, inputs, backward), device, repeat=repeat)
+        gbs = nbytes / times["extension"] / 1e6
+        rows.append({
+            "op": case.op, "shape": "x".join(map(str, case.shape)), "dtype": str(dtype).replace("torch.", ""),
+            "pass": "fwd+bwd" if backward else "fwd",
+            "extension_ms": times["extension"], "reference_ms": times["reference"], "compiled_ms": times["compiled"],
+            "speedup_vs_reference": times["reference"] / times["extension"],
+            "speedup_vs_compiled": times["compiled"] / times["extension"],
+            "extension_gbs": gbs, "fraction_of_copy": gbs / copy_gbs,
+        })
+        del inputs, out
+    return rows
+
+
+COLUMNS = [
+    ("op", "op", "s"), ("shape", "shape", "s"), ("dtype", "dtype", "s"), ("pass", "pass", "s"),
+    ("extension_ms", "ext ms", ".3f"), ("reference_ms", "eager ms", ".3f"), ("compiled_ms", "compiled ms", ".3f"),
+    ("speedup_vs_reference", "x eager", ".2f"), ("speedup_vs_compiled", "x compiled", ".2f"),
+    ("extension_gbs", "ext GB/s", ".1f"), ("fraction_of_copy", "of copy", ".0%"),
+]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ops", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="all", choices=("cpu", "cuda", "all"))
+    parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, from {', '.join(OPS)}")
+    parser.add_argument("--dtypes", default=None, help="default: float32 on CPU, float32,bfloat16 on CUDA")
+    parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats (a smoke run)")
+    args = parser.parse_args(argv)
+    from stylegan_cuda.ops import load_extension
+
+    print(f"kernels: {load_extension().describe()}")
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
+    ops = [op.strip() for op in args.ops.split(",") if op.strip()]
+    unknown = sorted(set(ops) - set(OPS))
+    if unknown:
+        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
+    for device in devices:
+        dtypes = args.dtypes.split(",") if args.dtypes else (["float32"] if device == "cpu" else ["float32", "bfloat16"])
+        copy_gbs = copy_bandwidth_gbs(device)
+        print(f"\n{device}: measured copy bandwidth {copy_gbs:.1f} GB/s (read + write)")
+        rows = []
+        for op in ops:
+            for case in _cases(op, device, args.quick):
+                for dtype in dtypes:
+                    new = bench_case(case, device, getattr(torch, dtype), copy_gbs, repeat=5 if args.quick else 20)
+                    for row in new:
+                        print(f"  {row['op']} {row['shape']} {row['dtype']} {row['pass']}: "
+                              f"{row['extension_ms']:.3f} ms, x{row['speedup_vs_reference']:.2f} eager, "
+                              f"x{row['speedup_vs_compiled']:.2f} compiled", flush=True)
+                    rows += new
+        print(format_table(rows, COLUMNS))
+        suffix = "_quick" if args.quick else ""
+        path = write_results(f"ops{suffix}", device, {"copy_gbs": copy_gbs, "ops": ops, "rows": rows})
+        print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

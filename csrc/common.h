@@ -1,0 +1,42 @@
+// Shared by every op: the host/device qualifier for per-element math and the argument checks of the host code.
+#pragma once
+
+#if defined(__CUDACC__)
+#define SGC_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define SGC_HOST_DEVICE inline
+#endif
+
+#ifndef __CUDACC__
+#include <ATen/ATen.h>
+
+namespace stylegan_cuda {
+
+// float16, bfloat16, float32 or float64: what every kernel of this project accepts.
+inline void check_floating(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble || t.scalar_type() == at::kHalf ||
+                  t.scalar_type() == at::kBFloat16,
+              name, " must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
+              t.scalar_type());
+}
+
+inline void check_same_device_dtype(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK(t.device() == ref.device(), name, " must be on the same device as ", ref_name, " (", ref.device(),
+              "), got ", t.device());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must have the same dtype as ", ref_name, " (",
+              ref.scalar_type(), "), got ", t.scalar_type());
+}
+
+// `t` laid out in memory exactly as `like` (same sizes and strides), copying only when it is not already.
+inline at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like) {
+  if (t.strides() == like.strides()) return t;
+  return at::empty_like(like).copy_(t);
+}
+
+// A fresh output with the memory format of `x` (contiguous or channels_last), always dense.
+inline at::Tensor empty_dense_like(const at::Tensor& x) {
+  return at::empty_like(x, x.is_non_overlapping_and_dense() ? at::MemoryFormat::Preserve : x.suggest_memory_format());
+}
+
+}  // namespace stylegan_cuda
+#endif

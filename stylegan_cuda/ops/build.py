@@ -1,0 +1,277 @@
+"""Build and load the extension that holds every op's CPU and CUDA kernels.
+
+The extension is compiled just in time by ``torch.utils.cpp_extension`` the first time an op needs it, or ahead of
+time by ``STYLEGAN_CUDA_AOT=1 pip install .``. JIT builds are cached under the torch extensions directory (honouring
+``TORCH_EXTENSIONS_DIR``) in a folder named by a hash of the sources, the torch version, the compiler flags and the
+CUDA targets: a changed source rebuilds, an unchanged one never does. Concurrent processes (the ranks of a
+distributed run) build once: the first takes an ``flock`` on the cache folder, builds into a private folder and moves
+it into place; the others wait on the lock and load the result. The operating system releases the lock of a killed
+build, so no later run hangs on a stale lock.
+
+Environment:
+    STYLEGAN_CUDA_BUILD_CUDA  ``auto`` (default: CUDA kernels when torch is a CUDA build, nvcc is found and a GPU
+                              is visible), ``1`` (always, e.g. on a machine with nvcc but no GPU) or ``0`` (never).
+    TORCH_CUDA_ARCH_LIST      CUDA targets, e.g. ``"8.0;9.0"``; default: the visible GPUs' capabilities, or
+                              ``DEFAULT_CUDA_ARCHS`` when no GPU is visible.
+    STYLEGAN_CUDA_VERBOSE     ``1`` shows the compiler's output while building.
+
+Run ``python -m stylegan_cuda.build`` to build now and print what was built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+EXTENSION_NAME = "stylegan_cuda_ops"
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# Sources: beside the package when installed (setup.py copies them), else the checkout's csrc/.
+_SOURCE_DIRS = (_PACKAGE_DIR / "_csrc", _PACKAGE_DIR.parent / "csrc")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildInfo:
+    """What was loaded: where from, whether it has CUDA kernels, for which targets, and how long it took."""
+
+    library: str
+    has_cuda: bool
+    cuda_archs: str
+    how: str  # "jit-built", "jit-cached" or "ahead-of-time"
+    seconds: float
+
+    def describe(self) -> str:
+        kernels = f"CPU + CUDA ({self.cuda_archs})" if self.has_cuda else "CPU only"
+        return f"{kernels}; {self.how} in {self.seconds:.1f} s; {self.library}"
+
+
+class ExtensionBuildError(RuntimeError):
+    """The kernels could not be built or loaded. The message holds the compiler's output."""
+
+
+_loaded: BuildInfo | None = None
+_failure: ExtensionBuildError | None = None
+_on_load: list[Callable[[], None]] = []
+
+
+def on_extension_loaded(fn: Callable[[], None]) -> Callable[[], None]:
+    """Register ``fn`` to run once the extension's ops exist (each op module registers its fake and autograd)."""
+    _on_load.append(fn)
+    if _loaded is not None:
+        fn()
+    return fn
+
+
+def source_dir() -> Path:
+    for candidate in _SOURCE_DIRS:
+        if candidate.is_dir():
+            return candidate
+    raise ExtensionBuildError(f"the C++/CUDA sources were not found (looked in {', '.join(map(str, _SOURCE_DIRS))})")
+
+
+def _sources(with_cuda: bool) -> list[str]:
+    root = source_dir()
+    patterns = ["**/*.cpp"] + (["**/*.cu"] if with_cuda else [])
+    return sorted(str(p) for pattern in patterns for p in root.glob(pattern))
+
+
+def cuda_home() -> str | None:
+    """The CUDA toolkit: $CUDA_HOME / $CUDA_PATH, torch's guess when it holds the headers, else /usr/local/cuda."""
+    from torch.utils import cpp_extension
+
+    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), cpp_extension.CUDA_HOME, "/usr/local/cuda"):
+        if candidate and os.path.isfile(os.path.join(candidate, "include", "cuda_runtime.h")) and os.path.isfile(
+            os.path.join(candidate, "bin", "nvcc")
+        ):
+            return candidate
+    return None
+
+
+def want_cuda() -> bool:
+    setting = os.environ.get("STYLEGAN_CUDA_BUILD_CUDA", "auto").lower()
+    if setting not in ("auto", "0", "1"):
+        raise ValueError(f"STYLEGAN_CUDA_BUILD_CUDA must be auto, 0 or 1, got {setting!r}")
+    if setting == "0":
+        return False
+    if setting == "1":
+        if torch.version.cuda is None:
+            raise ExtensionBuildError("STYLEGAN_CUDA_BUILD_CUDA=1 needs a CUDA build of torch; this torch is CPU-only")
+        if cuda_home() is None:
+            raise ExtensionBuildError("STYLEGAN_CUDA_BUILD_CUDA=1 needs the CUDA toolkit (nvcc); set CUDA_HOME")
+        return True
+    return torch.version.cuda is not None and cuda_home() is not None and torch.cuda.is_available()
+
+
+def cuda_archs() -> str:
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return os.environ["TORCH_CUDA_ARCH_LIST"]
+    if torch.cuda.is_available():
+        caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        return ";".join(f"{major}.{minor}" for major, minor in caps)
+    return DEFAULT_CUDA_ARCHS
+
+
+def compile_flags(with_cuda: bool, native: bool) -> tuple[list[str], list[str]]:
+    """(C++ flags, nvcc flags). ``native`` tunes the CPU code for this machine (JIT only: a wheel must run anywhere)."""
+    cflags = ["-O3"] + (["-march=native"] if native else [])
+    if with_cuda:
+        cflags.append("-DWITH_CUDA")
+    nvcc_flags = ["-O3", "-DWITH_CUDA", "--use_fast_math", "-lineinfo"]
+    return cflags, nvcc_flags
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if not base:
+        tag = f"py{sys.version_info.major}{sys.version_info.minor}_" + (
+            f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
+        )
+        base = os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions", tag)
+    return Path(base) / "stylegan_cuda"
+
+
+def build_key(sources: list[str], with_cuda: bool, archs: str, flags: tuple[list[str], list[str]]) -> str:
+    digest = hashlib.sha256()
+    root = source_dir()
+    headers = sorted(p for pattern in ("**/*.h", "**/*.cuh") for p in root.glob(pattern))
+    for path in sorted(set(map(Path, sources)) | set(headers)):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    cpu = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else ""
+    for part in (torch.__version__, str(torch.version.cuda), str(with_cuda), archs if with_cuda else "", repr(flags),
+                 sys.version, platform.machine(), cpu):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the OS if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _jit_build(with_cuda: bool, verbose: bool) -> BuildInfo:
+    from torch.utils import cpp_extension
+
+    start = time.perf_counter()
+    archs = cuda_archs() if with_cuda else ""
+    flags = compile_flags(with_cuda, native=True)
+    sources = _sources(with_cuda)
+    key = build_key(sources, with_cuda, archs, flags)
+    root = _cache_root()
+    final = root / key
+    library = final / f"{EXTENSION_NAME}.so"
+    how = "jit-cached"
+    with _file_lock(root / f"{key}.lock"):
+        if not (final / "build_info.json").is_file():
+            how = "jit-built"
+            partial = root / f"{key}.partial"
+            shutil.rmtree(partial, ignore_errors=True)  # left by a killed build
+            partial.mkdir(parents=True)
+            env = {"TORCH_CUDA_ARCH_LIST": archs} if with_cuda else {}
+            home = cuda_home()
+            if with_cuda and home != cpp_extension.CUDA_HOME:
+                # torch guessed the toolkit from a wrapper script on PATH; point it at the real one.
+                cpp_extension.CUDA_HOME = home
+            try:
+                with _environ(**env):
+                    cpp_extension.load(
+                        name=EXTENSION_NAME,
+                        sources=sources,
+                        extra_cflags=flags[0],
+                        extra_cuda_cflags=flags[1],
+                        extra_include_paths=[str(source_dir())],
+                        build_directory=str(partial),
+                        with_cuda=with_cuda,
+                        is_python_module=False,
+                        verbose=verbose,
+                    )
+            except Exception as error:  # the compiler's own message is in str(error)
+                shutil.rmtree(partial, ignore_errors=True)
+                raise ExtensionBuildError(
+                    f"building the stylegan_cuda kernels failed:\n{error}\n"
+                    "Fall back to the pure-PyTorch ops with impl='reference' or STYLEGAN_CUDA_IMPL=reference, or "
+                    "build without CUDA kernels with STYLEGAN_CUDA_BUILD_CUDA=0."
+                ) from error
+            # load() has loaded the library from `partial`; the mapping survives the rename.
+            (partial / "build_info.json").write_text(json.dumps({"with_cuda": with_cuda, "archs": archs}))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+        else:
+            torch.ops.load_library(str(library))
+    return BuildInfo(str(library), _has_cuda_kernels(), archs if with_cuda else "", how, time.perf_counter() - start)
+
+
+def _ahead_of_time_library() -> str | None:
+    found = sorted(glob.glob(str(_PACKAGE_DIR / "_C*.so")))
+    return found[0] if found else None
+
+
+def _has_cuda_kernels() -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key("stylegan_cuda::bias_act", "CUDA")
+
+
+def load_extension(verbose: bool | None = None) -> BuildInfo:
+    """Load the kernels (built ahead of time, cached, or built now). Raises :class:`ExtensionBuildError`.
+
+    A failure is remembered: later calls in this process raise it again without another build attempt.
+    """
+    global _loaded, _failure
+    if _loaded is not None:
+        return _loaded
+    if _failure is not None:
+        raise _failure
+    if verbose is None:
+        verbose = os.environ.get("STYLEGAN_CUDA_VERBOSE") == "1"
+    try:
+        aot = _ahead_of_time_library()
+        if aot is not None:
+            start = time.perf_counter()
+            torch.ops.load_library(aot)
+            has_cuda = _has_cuda_kernels()
+            archs = json.loads(Path(aot).with_name("_C_build_info.json").read_text())["archs"] if has_cuda else ""
+            info = BuildInfo(aot, has_cuda, archs, "ahead-of-time", time.perf_counter() - start)
+        else:
+            info = _jit_build(want_cuda(), verbose)
+    except ExtensionBuildError as error:
+        _failure = error
+        raise
+    except Exception as error:
+        _failure = ExtensionBuildError(f"loading the stylegan_cuda kernels failed: {error}")
+        raise _failure from error
+    _loaded = info
+    for fn in _on_load:
+        fn()
+    return info

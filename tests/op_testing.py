@@ -1,0 +1,37 @@
+"""What every op's tests share: dtypes, tolerances, and the checks run on each sample input."""
+
+from __future__ import annotations
+
+import torch
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+DTYPES = (torch.float32, torch.float64) + LOW_PRECISION
+
+
+def assert_matches_reference(out: torch.Tensor, reference_fn, inputs: tuple, kwargs: dict | None = None) -> None:
+    """``out`` (the kernel on ``inputs``) against the reference.
+
+    Full precision: float32/float64 tolerances. Half types (the rule of flash-attention's tests): the kernel's error
+    against the reference run in float32 is at most twice the reference's own error in the low precision.
+    """
+    kwargs = kwargs or {}
+    if out.dtype not in LOW_PRECISION:
+        torch.testing.assert_close(out, reference_fn(*inputs, **kwargs))
+        return
+    upcast = tuple(t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs)
+    ref32 = reference_fn(*upcast, **kwargs)
+    ref_low = reference_fn(*inputs, **kwargs).float()
+    allowed = 2 * (ref_low - ref32).abs().max().item() + 1e-3 * ref32.abs().max().item() + 1e-6
+    error = (out.float() - ref32).abs().max().item()
+    assert error <= allowed, f"{out.dtype} kernel error {error:.3g} > allowed {allowed:.3g}"
+
+
+def assert_same_layout(out: torch.Tensor, x: torch.Tensor) -> None:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last), "output lost the channels_last format"
+    else:
+        assert out.is_contiguous(), "output is not contiguous"
+
+
+def as_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
