@@ -35,7 +35,7 @@ def ahead_of_time_build():
     if with_cuda:
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
     cflags, nvcc_flags = build.compile_flags(with_cuda, native=False)
-    sources = [os.path.relpath(p, ROOT) for p in build._sources(with_cuda)]
+    sources = [os.path.relpath(p, ROOT) for p in build.source_files(with_cuda)]
     make = CUDAExtension if with_cuda else CppExtension
     extension = make(
         "stylegan_cuda._C",

@@ -82,7 +82,7 @@ def source_dir() -> Path:
     raise ExtensionBuildError(f"the C++/CUDA sources were not found (looked in {', '.join(map(str, _SOURCE_DIRS))})")
 
 
-def _sources(with_cuda: bool) -> list[str]:
+def source_files(with_cuda: bool) -> list[str]:
     root = source_dir()
     patterns = ["**/*.cpp"] + (["**/*.cu"] if with_cuda else [])
     return sorted(str(p) for pattern in patterns for p in root.glob(pattern))
@@ -143,14 +143,14 @@ def _cache_root() -> Path:
     return Path(base) / "stylegan_cuda"
 
 
-def build_key(sources: list[str], with_cuda: bool, archs: str, flags: tuple[list[str], list[str]]) -> str:
+def build_key(with_cuda: bool, archs: str, flags: tuple[list[str], list[str]], root: Path | None = None) -> str:
+    """The cache folder's name: a hash of every source and header, torch, the flags, the CUDA targets."""
+    root = root or source_dir()
     digest = hashlib.sha256()
-    root = source_dir()
-    headers = sorted(p for pattern in ("**/*.h", "**/*.cuh") for p in root.glob(pattern))
-    for path in sorted(set(map(Path, sources)) | set(headers)):
+    for path in sorted(p for pattern in ("**/*.cpp", "**/*.cu", "**/*.h", "**/*.cuh") for p in root.glob(pattern)):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
-    cpu = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else ""
+    cpu = torch.backends.cpu.get_cpu_capability()
     for part in (torch.__version__, str(torch.version.cuda), str(with_cuda), archs if with_cuda else "", repr(flags),
                  sys.version, platform.machine(), cpu):
         digest.update(part.encode())
@@ -188,8 +188,8 @@ def _jit_build(with_cuda: bool, verbose: bool) -> BuildInfo:
     start = time.perf_counter()
     archs = cuda_archs() if with_cuda else ""
     flags = compile_flags(with_cuda, native=True)
-    sources = _sources(with_cuda)
-    key = build_key(sources, with_cuda, archs, flags)
+    sources = source_files(with_cuda)
+    key = build_key(with_cuda, archs, flags)
     root = _cache_root()
     final = root / key
     library = final / f"{EXTENSION_NAME}.so"
@@ -197,8 +197,9 @@ def _jit_build(with_cuda: bool, verbose: bool) -> BuildInfo:
     with _file_lock(root / f"{key}.lock"):
         if not (final / "build_info.json").is_file():
             how = "jit-built"
-            partial = root / f"{key}.partial"
-            shutil.rmtree(partial, ignore_errors=True)  # left by a killed build
+            for stale in root.glob(f"{key}.partial-*"):  # left by killed builds (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            partial = root / f"{key}.partial-{os.getpid()}"
             partial.mkdir(parents=True)
             env = {"TORCH_CUDA_ARCH_LIST": archs} if with_cuda else {}
             home = cuda_home()
@@ -239,8 +240,14 @@ def _ahead_of_time_library() -> str | None:
     return found[0] if found else None
 
 
+def registered_ops() -> list[str]:
+    """The names of the loaded ops, e.g. ``stylegan_cuda::bias_act``."""
+    return sorted(name for name in torch._C._dispatch_get_all_op_names() if name.startswith("stylegan_cuda::"))
+
+
 def _has_cuda_kernels() -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key("stylegan_cuda::bias_act", "CUDA")
+    ops = registered_ops()
+    return bool(ops) and all(torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA") for op in ops)
 
 
 def load_extension(verbose: bool | None = None) -> BuildInfo:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Everything a lent GPU session runs, in one call: build, the full test suite (CUDA tests included), the
+# benchmarks. Logs and result JSON go to $OUT (default: benchmarks/results/gpu_check) so they come back.
+#   bash benchmarks/gpu_check.sh [tests|bench|all]   (default: all)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results/gpu_check}
+mkdir -p "$OUT"
+what=${1:-all}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  date -u
+} 2>&1 | tee "$OUT/gpu_info.txt"
+$PY -m stylegan_cuda.build 2>&1 | tee -a "$OUT/gpu_info.txt"
+if [[ $what == all || $what == tests ]]; then
+  parallel=$($PY -c "import xdist; print('-n 8')" 2>/dev/null)  # pytest-xdist, where installed
+  timeout "${TEST_TIMEOUT:-330}" $PY -m pytest -q --no-header -p no:cacheprovider $parallel 2>&1 | tee "$OUT/pytest.log" | tail -40
+fi
+if [[ $what == all || $what == bench ]]; then
+  timeout "${BENCH_TIMEOUT:-240}" $PY -m benchmarks.ops --device cuda 2>&1 | tee "$OUT/bench_ops.log" | tail -60
+  if [[ -f benchmarks/model.py ]]; then
+    timeout "${MODEL_BENCH_TIMEOUT:-200}" $PY -m benchmarks.model --device cuda 2>&1 | tee "$OUT/bench_model.log" | tail -30
+  fi
+  cp benchmarks/results/*cuda*.json "$OUT/" 2>/dev/null
+fi
+ls "$OUT"
