@@ -34,6 +34,7 @@ def ahead_of_time_build():
     archs = build.cuda_archs() if with_cuda else ""
     if with_cuda:
         os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+        build.point_torch_at_cuda_home()
     cflags, nvcc_flags = build.compile_flags(with_cuda, native=False)
     sources = [os.path.relpath(p, ROOT) for p in build.source_files(with_cuda)]
     make = CUDAExtension if with_cuda else CppExtension

@@ -9,9 +9,15 @@ mkdir -p "$OUT"
 what=${1:-all}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 PY=${PY:-python3}
+if compgen -G ".whl/*.whl" >/dev/null; then  # packages the device image lacks (lmdb), carried as wheels
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  c++ --version | head -1
+  $PY -c "import torch; print(torch.__config__.show())" | grep -i "compiler\|CXX_FLAGS" | cut -c1-200
   date -u
 } 2>&1 | tee "$OUT/gpu_info.txt"
 $PY -m stylegan_cuda.build 2>&1 | tee -a "$OUT/gpu_info.txt"

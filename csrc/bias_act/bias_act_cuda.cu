@@ -30,7 +30,12 @@ __global__ void bias_act_kernel(BiasActParams p) {
         if (PASS == BiasActPass::kBackward) b.v[k] = aux[i + k];
       }
     }
-    if (PASS == BiasActPass::kForward) {
+    if (PASS == BiasActPass::kForward && inner % VEC == 0) {  // the VEC elements share one channel
+      const acc_t bias = aux ? static_cast<acc_t>(aux[(i / inner) % channels]) : acc_t(0);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k)
+        r.v[k] = static_cast<scalar_t>(scaled_leaky_relu<acc_t>(static_cast<acc_t>(a.v[k]) + bias, slope, scale));
+    } else if (PASS == BiasActPass::kForward) {
       const index_t run = i / inner;
       index_t within = i - run * inner;
       index_t c = run % channels;

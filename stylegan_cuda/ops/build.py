@@ -100,6 +100,15 @@ def cuda_home() -> str | None:
     return None
 
 
+def point_torch_at_cuda_home() -> None:
+    """Make torch's builder use :func:`cuda_home` (its own guess can be a folder that only holds a wrapper script)."""
+    from torch.utils import cpp_extension
+
+    home = cuda_home()
+    if home is not None and home != cpp_extension.CUDA_HOME:
+        cpp_extension.CUDA_HOME = home
+
+
 def want_cuda() -> bool:
     setting = os.environ.get("STYLEGAN_CUDA_BUILD_CUDA", "auto").lower()
     if setting not in ("auto", "0", "1"):
@@ -202,10 +211,8 @@ def _jit_build(with_cuda: bool, verbose: bool) -> BuildInfo:
             partial = root / f"{key}.partial-{os.getpid()}"
             partial.mkdir(parents=True)
             env = {"TORCH_CUDA_ARCH_LIST": archs} if with_cuda else {}
-            home = cuda_home()
-            if with_cuda and home != cpp_extension.CUDA_HOME:
-                # torch guessed the toolkit from a wrapper script on PATH; point it at the real one.
-                cpp_extension.CUDA_HOME = home
+            if with_cuda:
+                point_torch_at_cuda_home()
             try:
                 with _environ(**env):
                     cpp_extension.load(
