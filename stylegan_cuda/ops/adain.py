@@ -56,12 +56,15 @@ def adain_noise(x, noise, noise_weight, gamma, beta, negative_slope=0.2, eps=1e-
         impl: ``"auto"``, ``"extension"``, ``"reference"``, or ``None`` for ``STYLEGAN_CUDA_IMPL``.
 
     ``mean`` and the biased ``var`` are taken over ``H, W`` of each ``(n, c)``, exactly ``nn.InstanceNorm2d(C)``
-    without affine or running statistics. Gradients flow to every tensor argument.
+    without affine or running statistics, computed in float32 (float64 for float64 inputs) from ``h - h[0]``, so a
+    plane with a large mean and a small spread keeps its precision. Gradients flow to every tensor argument; forward
+    saves ``x`` and two numbers per plane. Double backward is not supported and raises.
     """
     if not use_extension(impl, x.device.type):
         return adain_noise_reference(x, noise, noise_weight, gamma, beta, negative_slope, eps)
     _check_args(x, noise, noise_weight, gamma, beta, eps)
-    return torch.ops.stylegan_cuda.adain_noise(x, noise, noise_weight, gamma, beta, float(negative_slope), float(eps))
+    y, _, _ = torch.ops.stylegan_cuda.adain_noise(x, noise, noise_weight, gamma, beta, float(negative_slope), float(eps))
+    return y
 
 
 class NoiseAdaIN(nn.Module):
@@ -89,3 +92,52 @@ class NoiseAdaIN(nn.Module):
         dtype = x.dtype
         return adain_noise(x, None if noise is None else noise.to(dtype), noise_weight.to(dtype), gamma.to(dtype),
                            beta.to(dtype), self.negative_slope, impl=self.impl)
+
+
+_DOUBLE_BACKWARD_ERROR = (
+    "double backward of adain_noise is not supported (StyleGAN v1's penalties differentiate twice only through the "
+    "discriminator); use impl='reference' where a second derivative through AdaIN is needed"
+)
+
+
+@on_extension_loaded
+def _register() -> None:
+    ops = torch.ops.stylegan_cuda
+
+    def stats_like(x):
+        return x.new_empty(x.shape[:2], dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+    @torch.library.register_fake("stylegan_cuda::adain_noise")
+    def _(x, noise, noise_weight, gamma, beta, negative_slope, eps):
+        return torch.empty_like(x), stats_like(x), stats_like(x)
+
+    @torch.library.register_fake("stylegan_cuda::adain_noise_backward")
+    def _(grad_y, x, noise, noise_weight, gamma, mean, rstd, negative_slope):
+        return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean), mean.new_empty(mean.shape[1:])
+
+    def setup_forward(ctx, inputs, output):
+        x, noise, noise_weight, gamma, _, ctx.negative_slope, _ = inputs
+        _, mean, rstd = output
+        ctx.mark_non_differentiable(mean, rstd)
+        ctx.save_for_backward(x, noise, noise_weight, gamma, mean, rstd)
+
+    def forward_backward(ctx, grad_y, _grad_mean, _grad_rstd):
+        x, noise, noise_weight, gamma, mean, rstd = ctx.saved_tensors
+        grad_x, grad_gamma, grad_beta, grad_noise_weight = ops.adain_noise_backward(
+            grad_y, x, noise, noise_weight, gamma, mean, rstd, ctx.negative_slope)
+        grad_noise = None
+        if noise is not None and ctx.needs_input_grad[1]:
+            grad_noise = torch.einsum("nchw,c->nhw", grad_x, noise_weight).unsqueeze(1)
+        if noise is None:
+            grad_noise_weight = None
+        dtype = x.dtype
+        return (grad_x, grad_noise, grad_noise_weight.to(dtype) if grad_noise_weight is not None else None,
+                grad_gamma.to(dtype), grad_beta.to(dtype), None, None)
+
+    torch.library.register_autograd("stylegan_cuda::adain_noise", forward_backward, setup_context=setup_forward)
+
+    def refuse_double_backward(ctx, *grads):
+        raise RuntimeError(_DOUBLE_BACKWARD_ERROR)
+
+    torch.library.register_autograd("stylegan_cuda::adain_noise_backward", refuse_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)

@@ -12,6 +12,8 @@ from .layout import memory_format_of
 
 MAX_KERNEL_SIZE = 16
 _BINOMIAL_3 = (1.0, 2.0, 1.0)
+_BINOMIAL_4 = (1.0, 3.0, 3.0, 1.0)
+_BOX_2 = (1.0, 1.0)
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -94,24 +96,33 @@ def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0, 0, 0), impl: str | None = None
     return torch.ops.stylegan_cuda.upfirdn2d(x, kernel.to(torch.float32), *up, *down, *pad)
 
 
-def _binomial(device, dtype=torch.float32) -> torch.Tensor:
-    k = torch.tensor(_BINOMIAL_3, device=device, dtype=dtype)
-    return torch.outer(k, k) / 16
+_filters: dict[tuple, torch.Tensor] = {}
+
+
+def _fixed_filter(taps: tuple[float, ...], device: torch.device, gain: float = 1.0) -> torch.Tensor:
+    """``gain * outer(taps, taps) / sum(taps)**2``: made once per device in eager mode, a graph constant when compiled."""
+    if not torch.compiler.is_compiling() and (taps, gain, device) in _filters:
+        return _filters[(taps, gain, device)]
+    k = torch.tensor(taps, device=device)
+    kernel = torch.outer(k, k) * (gain / sum(taps) ** 2)
+    if not torch.compiler.is_compiling():
+        _filters[(taps, gain, device)] = kernel
+    return kernel
 
 
 def blur(x: torch.Tensor, impl: str | None = None) -> torch.Tensor:
     """The seed's ``Blur``: depthwise ``[[1,2,1],[2,4,2],[1,2,1]] / 16``, zero padding 1, same size out."""
-    return upfirdn2d(x, _binomial(x.device), pad=(1, 1, 1, 1), impl=impl)
+    return upfirdn2d(x, _fixed_filter(_BINOMIAL_3, x.device), pad=(1, 1, 1, 1), impl=impl)
 
 
 def upsample_nearest_2x(x: torch.Tensor, impl: str | None = None) -> torch.Tensor:
-    """``F.interpolate(x, scale_factor=2, mode="nearest")``."""
-    return upfirdn2d(x, torch.ones(2, 2, device=x.device), up=2, pad=(1, 0, 1, 0), impl=impl)
+    """``F.interpolate(x, scale_factor=2, mode="nearest")``: zero insertion by 2 and a 2x2 box of ones."""
+    return upfirdn2d(x, _fixed_filter(_BOX_2, x.device, gain=4.0), up=2, pad=(1, 0, 1, 0), impl=impl)
 
 
 def downsample_avg_2x(x: torch.Tensor, impl: str | None = None) -> torch.Tensor:
-    """``F.avg_pool2d(x, 2)``."""
-    return upfirdn2d(x, torch.full((2, 2), 0.25, device=x.device), down=2, impl=impl)
+    """``F.avg_pool2d(x, 2)``: a 2x2 box of 1/4, keeping every second pixel."""
+    return upfirdn2d(x, _fixed_filter(_BOX_2, x.device), down=2, impl=impl)
 
 
 def upsample_blur(x: torch.Tensor, impl: str | None = None) -> torch.Tensor:
@@ -120,8 +131,7 @@ def upsample_blur(x: torch.Tensor, impl: str | None = None) -> torch.Tensor:
     Equal everywhere, borders included: the nearest-upsampled image is zero outside exactly where the
     zero-inserted one is.
     """
-    k = torch.tensor([1.0, 3.0, 3.0, 1.0], device=x.device)
-    return upfirdn2d(x, torch.outer(k, k) / 16, up=2, pad=(2, 1, 2, 1), impl=impl)
+    return upfirdn2d(x, _fixed_filter(_BINOMIAL_4, x.device, gain=4.0), up=2, pad=(2, 1, 2, 1), impl=impl)
 
 
 class _Resample(nn.Module):
@@ -156,3 +166,41 @@ class DownsampleAvg2x(_Resample):
 
     def forward(self, x):
         return downsample_avg_2x(x, self.impl)
+
+
+def _backward_pad(in_size: int, out_size: int, up: int, down: int, pad0: int, k: int) -> tuple[int, int]:
+    """The pads of the gradient pass along one axis: the transposed window, sized to give back exactly ``in_size``."""
+    return k - pad0 - 1, in_size * up - out_size * down + pad0 - up + 1
+
+
+@on_extension_loaded
+def _register() -> None:
+    ops = torch.ops.stylegan_cuda
+
+    @torch.library.register_fake("stylegan_cuda::upfirdn2d")
+    def _(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1, flip_kernel=False):
+        kh, kw = kernel.shape
+        out_h = (x.shape[2] * up_y + pad_y0 + pad_y1 - kh) // down_y + 1
+        out_w = (x.shape[3] * up_x + pad_x0 + pad_x1 - kw) // down_x + 1
+        torch._check(out_h >= 1 and out_w >= 1, lambda: "upfirdn2d leaves an empty output")
+        shape = (x.shape[0], x.shape[1], out_h, out_w)
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
+
+    def setup_context(ctx, inputs, output):
+        x, kernel, *ctx.args = inputs
+        ctx.in_size = (x.shape[2], x.shape[3])
+        ctx.save_for_backward(kernel)
+
+    def backward(ctx, grad):
+        if ctx.needs_input_grad[1]:
+            raise RuntimeError("upfirdn2d: kernel must not require a gradient (the op differentiates x only)")
+        (kernel,) = ctx.saved_tensors
+        up_x, up_y, down_x, down_y, pad_x0, _, pad_y0, _, flip_kernel = ctx.args
+        (in_h, in_w), (kh, kw) = ctx.in_size, kernel.shape
+        pad_x = _backward_pad(in_w, grad.shape[3], up_x, down_x, pad_x0, kw)
+        pad_y = _backward_pad(in_h, grad.shape[2], up_y, down_y, pad_y0, kh)
+        # The adjoint: up and down swapped, the kernel flipped. It is this same op, so it differentiates again.
+        grad_x = ops.upfirdn2d(grad, kernel, down_x, down_y, up_x, up_y, *pad_x, *pad_y, not flip_kernel)
+        return (grad_x,) + (None,) * 10
+
+    torch.library.register_autograd("stylegan_cuda::upfirdn2d", backward, setup_context=setup_context)

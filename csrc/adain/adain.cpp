@@ -1,0 +1,179 @@
+// Host code of adain_noise: schema, argument checks, layouts, dispatch to the CPU or CUDA kernel.
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "adain.h"
+
+namespace stylegan_cuda {
+namespace {
+
+at::ScalarType stats_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected, const at::Tensor& x) {
+  TORCH_CHECK(t.sizes() == expected, name, " must have shape ", expected, " for x of shape ", x.sizes(), ", got ",
+              t.sizes());
+}
+
+void check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& noise, const at::Tensor& noise_weight,
+                  const at::Tensor& gamma) {
+  TORCH_CHECK(x.dim() == 4, "x must have shape [N, C, H, W], got rank ", x.dim());
+  check_floating(x, "x");
+  const int64_t N = x.size(0), C = x.size(1);
+  if (noise.has_value()) {
+    check_same_device_dtype(*noise, "noise", x, "x");
+    check_shape(*noise, "noise", {N, 1, x.size(2), x.size(3)}, x);
+  }
+  check_same_device_dtype(noise_weight, "noise_weight", x, "x");
+  check_shape(noise_weight, "noise_weight", {C}, x);
+  check_same_device_dtype(gamma, "gamma", x, "x");
+  check_shape(gamma, "gamma", {N, C}, x);
+}
+
+// Tensors laid out as the kernels read them: x's planes either contiguous or, on the CPU, channels_last (the CUDA
+// kernel reads contiguous planes, so a channels_last x is converted there and the result converted back).
+struct Layout {
+  at::MemoryFormat format;
+  bool channels_last;
+
+  explicit Layout(const at::Tensor& x) {
+    const bool is_channels_last = !x.is_contiguous() && (x.is_contiguous(at::MemoryFormat::ChannelsLast) ||
+                                                         x.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
+    format = is_channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    channels_last = is_channels_last && !x.is_cuda();
+  }
+  at::Tensor kernel_input(const at::Tensor& t) const {
+    return t.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  }
+  at::Tensor output(const at::Tensor& kernel_output) const { return kernel_output.contiguous(format); }
+};
+
+// Fills the parts of the parameters shared by both passes; `holder` keeps the zero noise plane alive.
+AdainParams make_params(const at::Tensor& x, const std::optional<at::Tensor>& noise, const at::Tensor& noise_weight,
+                        const at::Tensor& gamma, double negative_slope, const Layout& layout, at::Tensor& holder) {
+  AdainParams p{};
+  p.x = x.data_ptr();
+  p.batch = x.size(0);
+  p.channels = x.size(1);
+  p.plane = x.size(2) * x.size(3);
+  if (noise.has_value()) {
+    holder = noise->contiguous();
+    p.noise_batch_stride = p.plane;
+  } else {
+    holder = at::zeros({p.plane}, x.options());
+    p.noise_batch_stride = 0;
+  }
+  p.noise = holder.data_ptr();
+  p.noise_weight = noise_weight.data_ptr();
+  p.gamma = gamma.data_ptr();
+  p.channels_last = layout.channels_last;
+  p.negative_slope = negative_slope;
+  return p;
+}
+
+void run(const AdainParams& p, AdainPass pass, const at::Tensor& like) {
+  if (p.batch * p.channels * p.plane == 0) return;
+  if (like.is_cuda()) {
+#ifdef WITH_CUDA
+    const c10::DeviceGuard guard(like.device());
+    adain_cuda(p, pass, like.scalar_type());
+#else
+    TORCH_CHECK(false, "stylegan_cuda was built without CUDA kernels");
+#endif
+  } else {
+    adain_cpu(p, pass, like.scalar_type());
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> adain_noise(const at::Tensor& x_in, const std::optional<at::Tensor>& noise,
+                                                           const at::Tensor& noise_weight, const at::Tensor& gamma,
+                                                           const at::Tensor& beta, double negative_slope, double eps) {
+  check_inputs(x_in, noise, noise_weight, gamma);
+  check_same_device_dtype(beta, "beta", x_in, "x");
+  check_shape(beta, "beta", {x_in.size(0), x_in.size(1)}, x_in);
+  TORCH_CHECK(eps > 0, "eps must be > 0, got ", eps);
+  const Layout layout(x_in);
+  const at::Tensor x = layout.kernel_input(x_in);
+  const at::Tensor w = noise_weight.contiguous(), g = gamma.contiguous(), b = beta.contiguous();
+  at::Tensor y = at::empty_like(x);
+  const auto stats_options = x.options().dtype(stats_dtype(x));
+  at::Tensor mean = at::empty({x.size(0), x.size(1)}, stats_options);
+  at::Tensor rstd = at::empty({x.size(0), x.size(1)}, stats_options);
+  at::Tensor noise_holder;
+  AdainParams p = make_params(x, noise, w, g, negative_slope, layout, noise_holder);
+  p.beta = b.data_ptr();
+  p.y = y.data_ptr();
+  p.mean = mean.data_ptr();
+  p.rstd = rstd.data_ptr();
+  p.eps = eps;
+  if (x.numel() == 0) {  // planes without elements: statistics of nothing
+    mean.zero_(), rstd.zero_();
+  }
+  run(p, AdainPass::kForward, x);
+  return {layout.output(y), mean, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adain_noise_backward(
+    const at::Tensor& grad_y_in, const at::Tensor& x_in, const std::optional<at::Tensor>& noise,
+    const at::Tensor& noise_weight, const at::Tensor& gamma, const at::Tensor& mean, const at::Tensor& rstd,
+    double negative_slope) {
+  check_inputs(x_in, noise, noise_weight, gamma);
+  check_same_device_dtype(grad_y_in, "grad_y", x_in, "x");
+  check_shape(grad_y_in, "grad_y", x_in.sizes(), x_in);
+  const at::IntArrayRef planes = gamma.sizes();
+  for (const auto& [t, name] : {std::pair{&mean, "mean"}, std::pair{&rstd, "rstd"}}) {
+    TORCH_CHECK(t->device() == x_in.device() && t->scalar_type() == stats_dtype(x_in), name, " must be a ",
+                stats_dtype(x_in), " tensor on ", x_in.device(), ", got ", t->scalar_type(), " on ", t->device());
+    check_shape(*t, name, planes, x_in);
+  }
+  const Layout layout(x_in);
+  const at::Tensor x = layout.kernel_input(x_in), grad_y = layout.kernel_input(grad_y_in);
+  const at::Tensor w = noise_weight.contiguous(), g = gamma.contiguous();
+  const at::Tensor m = mean.contiguous(), r = rstd.contiguous();
+  at::Tensor grad_x = at::empty_like(x);
+  const auto stats_options = m.options();
+  at::Tensor grad_gamma = at::empty(planes, stats_options), grad_beta = at::empty(planes, stats_options);
+  at::Tensor grad_noise_weight = at::empty(planes, stats_options);
+  at::Tensor noise_holder;
+  AdainParams p = make_params(x, noise, w, g, negative_slope, layout, noise_holder);
+  p.grad_y = grad_y.data_ptr();
+  p.mean = m.data_ptr();
+  p.rstd = r.data_ptr();
+  p.grad_x = grad_x.data_ptr();
+  p.grad_gamma = grad_gamma.data_ptr();
+  p.grad_beta = grad_beta.data_ptr();
+  p.grad_noise_weight = grad_noise_weight.data_ptr();
+  if (x.numel() == 0) {
+    grad_gamma.zero_(), grad_beta.zero_(), grad_noise_weight.zero_();
+  }
+  run(p, AdainPass::kBackward, x);
+  return {layout.output(grad_x), grad_gamma, grad_beta, grad_noise_weight.sum(0)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(stylegan_cuda, m) {
+  m.def(
+      "adain_noise(Tensor x, Tensor? noise, Tensor noise_weight, Tensor gamma, Tensor beta, float negative_slope, "
+      "float eps) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "adain_noise_backward(Tensor grad_y, Tensor x, Tensor? noise, Tensor noise_weight, Tensor gamma, Tensor mean, "
+      "Tensor rstd, float negative_slope) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(stylegan_cuda, CPU, m) {
+  m.impl("adain_noise", &adain_noise);
+  m.impl("adain_noise_backward", &adain_noise_backward);
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(stylegan_cuda, CUDA, m) {
+  m.impl("adain_noise", &adain_noise);
+  m.impl("adain_noise_backward", &adain_noise_backward);
+}
+#endif
+
+}  // namespace stylegan_cuda

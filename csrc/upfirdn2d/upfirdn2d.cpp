@@ -1,0 +1,100 @@
+// Host code of upfirdn2d: schema, argument checks, output allocation, dispatch to the CPU or CUDA kernel.
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "upfirdn2d.h"
+
+namespace stylegan_cuda {
+namespace {
+
+// The output keeps channels_last only when x is exactly that (the rule of the Python reference and fake).
+bool is_channels_last(const at::Tensor& x) {
+  return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+}
+
+int64_t output_size(int64_t in, int64_t up, int64_t pad0, int64_t pad1, int64_t k, int64_t down) {
+  return floor_div(in * up + pad0 + pad1 - k, down) + 1;
+}
+
+at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, int64_t up_x, int64_t up_y, int64_t down_x,
+                     int64_t down_y, int64_t pad_x0, int64_t pad_x1, int64_t pad_y0, int64_t pad_y1, bool flip_kernel) {
+  TORCH_CHECK(x.dim() == 4, "x must have shape [N, C, H, W], got rank ", x.dim());
+  check_floating(x, "x");
+  TORCH_CHECK(kernel.dim() == 2, "kernel must be 2-D [kh, kw], got rank ", kernel.dim());
+  TORCH_CHECK(kernel.scalar_type() == at::kFloat, "kernel must be float32, got ", kernel.scalar_type());
+  TORCH_CHECK(kernel.device() == x.device(), "kernel must be on the device of x (", x.device(), "), got ",
+              kernel.device());
+  const int64_t kh = kernel.size(0), kw = kernel.size(1);
+  TORCH_CHECK(kh >= 1 && kw >= 1 && kh <= kUpfirdn2dMaxKernelSize && kw <= kUpfirdn2dMaxKernelSize,
+              "kernel must be between 1x1 and ", kUpfirdn2dMaxKernelSize, "x", kUpfirdn2dMaxKernelSize, ", got ",
+              kernel.sizes());
+  TORCH_CHECK(up_x >= 1 && up_y >= 1, "up must be >= 1, got (", up_x, ", ", up_y, ")");
+  TORCH_CHECK(down_x >= 1 && down_y >= 1, "down must be >= 1, got (", down_x, ", ", down_y, ")");
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max() / 4;
+  TORCH_CHECK(up_x <= kIntMax && up_y <= kIntMax && down_x <= kIntMax && down_y <= kIntMax,
+              "up and down must be below ", kIntMax);
+  for (int64_t pad : {pad_x0, pad_x1, pad_y0, pad_y1})
+    TORCH_CHECK(pad >= -kIntMax && pad <= kIntMax, "pad must be within +-", kIntMax, ", got ", pad);
+  const int64_t out_h = output_size(x.size(2), up_y, pad_y0, pad_y1, kh, down_y);
+  const int64_t out_w = output_size(x.size(3), up_x, pad_x0, pad_x1, kw, down_x);
+  TORCH_CHECK(out_h >= 1 && out_w >= 1, "upfirdn2d of a ", x.size(2), "x", x.size(3), " input with up=(", up_x, ", ",
+              up_y, "), pad=(", pad_x0, ", ", pad_x1, ", ", pad_y0, ", ", pad_y1, "), a ", kh, "x", kw,
+              " kernel and down=(", down_x, ", ", down_y, ") leaves an empty output (", out_h, "x", out_w, ")");
+
+  const bool channels_last = is_channels_last(x);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options().memory_format(format));
+  if (out.numel() == 0) return out;
+  const at::Tensor xd = x.contiguous(format);
+  const at::Tensor kd = kernel.contiguous();
+
+  Upfirdn2dParams p{};
+  p.x = xd.data_ptr();
+  p.kernel = kd.data_ptr<float>();
+  p.out = out.data_ptr();
+  p.batch = x.size(0);
+  p.channels = x.size(1);
+  p.in_h = x.size(2);
+  p.in_w = x.size(3);
+  p.out_h = out_h;
+  p.out_w = out_w;
+  p.up_x = static_cast<int>(up_x);
+  p.up_y = static_cast<int>(up_y);
+  p.down_x = static_cast<int>(down_x);
+  p.down_y = static_cast<int>(down_y);
+  p.pad_x0 = static_cast<int>(pad_x0);
+  p.pad_y0 = static_cast<int>(pad_y0);
+  p.kernel_h = static_cast<int>(kh);
+  p.kernel_w = static_cast<int>(kw);
+  p.flip_kernel = flip_kernel;
+  p.channels_last = channels_last;
+  if (x.is_cuda()) {
+#ifdef WITH_CUDA
+    const c10::DeviceGuard guard(x.device());
+    upfirdn2d_cuda(p, x.scalar_type());
+#else
+    TORCH_CHECK(false, "stylegan_cuda was built without CUDA kernels");
+#endif
+  } else {
+    upfirdn2d_cpu(p, x.scalar_type());
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(stylegan_cuda, m) {
+  m.def(
+      "upfirdn2d(Tensor x, Tensor kernel, int up_x, int up_y, int down_x, int down_y, int pad_x0, int pad_x1, "
+      "int pad_y0, int pad_y1, bool flip_kernel=False) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(stylegan_cuda, CPU, m) { m.impl("upfirdn2d", &upfirdn2d); }
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(stylegan_cuda, CUDA, m) { m.impl("upfirdn2d", &upfirdn2d); }
+#endif
+
+}  // namespace stylegan_cuda

@@ -1,0 +1,163 @@
+// CPU kernel of upfirdn2d: direct polyphase loops that never touch the inserted zeros, parallel over planes and
+// blocks of rows (or rows of channels_last images); every inner loop is a unit-stride multiply-add that vectorizes.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "upfirdn2d.h"
+
+namespace stylegan_cuda {
+namespace {
+
+// The weights in window order (what the loops correlate with), in the accumulation type.
+template <typename acc_t>
+std::vector<acc_t> window_weights(const Upfirdn2dParams& p) {
+  std::vector<acc_t> w(p.kernel_h * p.kernel_w);
+  for (int i = 0; i < p.kernel_h; ++i)
+    for (int j = 0; j < p.kernel_w; ++j)
+      w[i * p.kernel_w + j] = static_cast<acc_t>(p.kernel[kernel_index(i, j, p.kernel_h, p.kernel_w, p.flip_kernel)]);
+  return w;
+}
+
+int max_taps(int k, int up) { return (k + up - 1) / up; }
+
+// NCHW. Along x the output columns fall into `phases` classes, ox = r + phases * m; within a class every column has
+// the same taps, shifted by `stride` input columns per step of m. Input rows are converted to acc_t into a zero-padded
+// row split into `stride` interleaved phase rows, and the accumulators are kept per output class, so that every
+// (tap, class) pair is one unit-stride loop `acc[m] += w * in[m]`.
+template <typename scalar_t>
+void upfirdn2d_planes(const Upfirdn2dParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto* x = static_cast<const scalar_t*>(p.x);
+  auto* out = static_cast<scalar_t*>(p.out);
+  const std::vector<acc_t> weights = window_weights<acc_t>(p);
+  const int kh = p.kernel_h, kw = p.kernel_w;
+  const int64_t H = p.in_h, W = p.in_w, out_h = p.out_h, out_w = p.out_w;
+
+  const int g = std::gcd(p.up_x, p.down_x);
+  const int64_t phases = std::min<int64_t>(p.up_x / g, out_w), stride = p.down_x / g;
+  const int64_t class_len = (out_w + phases - 1) / phases;
+  std::vector<AxisTaps> class_taps(phases);
+  for (int64_t r = 0; r < phases; ++r) class_taps[r] = axis_taps(r, p.up_x, p.down_x, p.pad_x0, kw);
+  // The padded row: input columns col_lo .. col_lo + padded_w - 1, zero outside 0 .. W - 1.
+  const int64_t col_lo = class_taps[0].first;
+  const int64_t padded_w = axis_taps(out_w - 1, p.up_x, p.down_x, p.pad_x0, kw).first + max_taps(kw, p.up_x) - col_lo;
+  const int64_t phase_len = (padded_w + stride - 1) / stride;
+  const int64_t row_len = stride * phase_len;
+
+  const int64_t planes = p.batch * p.channels;
+  const int64_t threads = at::get_num_threads();
+  const int64_t rows_cap = std::max<int64_t>(1, std::min<int64_t>(out_h, 32768 / out_w));
+  const int64_t rows_per_task = std::clamp<int64_t>((planes * out_h + 4 * threads - 1) / (4 * threads), 1, rows_cap);
+  const int64_t blocks = (out_h + rows_per_task - 1) / rows_per_task;
+  const int64_t task_work = rows_per_task * out_w * kh * kw / (p.up_x * p.up_y);
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, task_work));
+
+  at::parallel_for(0, planes * blocks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> slab, acc(phases * class_len);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t plane = task / blocks, oy_begin = (task % blocks) * rows_per_task;
+      const int64_t oy_end = std::min(out_h, oy_begin + rows_per_task);
+      const scalar_t* xp = x + plane * H * W;
+      const int64_t row_lo = std::max<int64_t>(0, axis_taps(oy_begin, p.up_y, p.down_y, p.pad_y0, kh).first);
+      const int64_t row_hi = std::min<int64_t>(
+          H, axis_taps(oy_end - 1, p.up_y, p.down_y, p.pad_y0, kh).first + max_taps(kh, p.up_y));
+      slab.assign(std::max<int64_t>(0, row_hi - row_lo) * row_len, acc_t(0));
+      const int64_t ix_lo = std::max<int64_t>(0, col_lo), ix_hi = std::min(W, col_lo + padded_w);
+      for (int64_t iy = row_lo; iy < row_hi; ++iy) {
+        const scalar_t* __restrict__ src = xp + iy * W;
+        acc_t* __restrict__ dst = slab.data() + (iy - row_lo) * row_len;
+        if (stride == 1) {
+          for (int64_t ix = ix_lo; ix < ix_hi; ++ix) dst[ix - col_lo] = static_cast<acc_t>(src[ix]);
+        } else {
+          for (int64_t ix = ix_lo; ix < ix_hi; ++ix) {
+            const int64_t pos = ix - col_lo;
+            dst[(pos % stride) * phase_len + pos / stride] = static_cast<acc_t>(src[ix]);
+          }
+        }
+      }
+      for (int64_t oy = oy_begin; oy < oy_end; ++oy) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        const AxisTaps ty = axis_taps(oy, p.up_y, p.down_y, p.pad_y0, kh);
+        for (int t = 0; t < ty.count; ++t) {
+          const int64_t iy = ty.first + t;
+          if (iy < 0 || iy >= H) continue;
+          const acc_t* wrow = weights.data() + (ty.offset + t * p.up_y) * kw;
+          const acc_t* srow = slab.data() + (iy - row_lo) * row_len;
+          for (int64_t r = 0; r < phases; ++r) {
+            const AxisTaps tx = class_taps[r];
+            const int64_t len = (out_w - r + phases - 1) / phases;
+            acc_t* __restrict__ a = acc.data() + r * class_len;
+            for (int s = 0; s < tx.count; ++s) {
+              const acc_t w = wrow[tx.offset + s * p.up_x];
+              const int64_t pos = tx.first - col_lo + s;
+              const acc_t* __restrict__ in = srow + (pos % stride) * phase_len + pos / stride;
+              for (int64_t m = 0; m < len; ++m) a[m] += w * in[m];
+            }
+          }
+        }
+        scalar_t* __restrict__ dst = out + (plane * out_h + oy) * out_w;
+        if (phases == 1) {
+          for (int64_t ox = 0; ox < out_w; ++ox) dst[ox] = static_cast<scalar_t>(acc[ox]);
+        } else {
+          for (int64_t ox = 0; ox < out_w; ++ox) dst[ox] = static_cast<scalar_t>(acc[(ox % phases) * class_len + ox / phases]);
+        }
+      }
+    }
+  });
+}
+
+// channels_last: every tap is one unit-stride multiply-add over the channels of a pixel.
+template <typename scalar_t>
+void upfirdn2d_channels_last(const Upfirdn2dParams& p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto* x = static_cast<const scalar_t*>(p.x);
+  auto* out = static_cast<scalar_t*>(p.out);
+  const std::vector<acc_t> weights = window_weights<acc_t>(p);
+  const int kw = p.kernel_w;
+  const int64_t C = p.channels, H = p.in_h, W = p.in_w, out_h = p.out_h, out_w = p.out_w;
+  const int64_t row_work = out_w * C * p.kernel_h * kw / (p.up_x * p.up_y);
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, row_work));
+
+  at::parallel_for(0, p.batch * out_h, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(C);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / out_h, oy = row % out_h;
+      const AxisTaps ty = axis_taps(oy, p.up_y, p.down_y, p.pad_y0, p.kernel_h);
+      for (int64_t ox = 0; ox < out_w; ++ox) {
+        const AxisTaps tx = axis_taps(ox, p.up_x, p.down_x, p.pad_x0, kw);
+        acc_t* __restrict__ a = acc.data();
+        std::fill(a, a + C, acc_t(0));
+        for (int t = 0; t < ty.count; ++t) {
+          const int64_t iy = ty.first + t;
+          if (iy < 0 || iy >= H) continue;
+          const acc_t* wrow = weights.data() + (ty.offset + t * p.up_y) * kw;
+          for (int s = 0; s < tx.count; ++s) {
+            const int64_t ix = tx.first + s;
+            if (ix < 0 || ix >= W) continue;
+            const acc_t w = wrow[tx.offset + s * p.up_x];
+            const scalar_t* __restrict__ in = x + ((n * H + iy) * W + ix) * C;
+            for (int64_t c = 0; c < C; ++c) a[c] += w * static_cast<acc_t>(in[c]);
+          }
+        }
+        scalar_t* __restrict__ dst = out + (row * out_w + ox) * C;
+        for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<scalar_t>(a[c]);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void upfirdn2d_cpu(const Upfirdn2dParams& p, c10::ScalarType dtype) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "upfirdn2d_cpu", [&] {
+    if (p.channels_last) upfirdn2d_channels_last<scalar_t>(p);
+    else upfirdn2d_planes<scalar_t>(p);
+  });
+}
+
+}  // namespace stylegan_cuda
