@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 import torch
 
 from .harness import OpCase, copy_bandwidth_gbs, format_table, time_ms, write_results
 
-OPS = ("bias_act", "upfirdn2d", "adain")
+OPS = tuple(sorted(p.stem for p in (Path(__file__).parent / "cases").glob("[!_]*.py")))
 IMPLS = ("extension", "reference", "compiled")
 
 
