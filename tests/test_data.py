@@ -1,0 +1,340 @@
+"""Tests of the data pipeline: prepare_data.py, MultiResolutionDataset, demo set."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from stylegan_cuda.data import MultiResolutionDataset, PrepareError, prepare_database
+from stylegan_cuda.data.demo import write_demo_images
+from stylegan_cuda.data.prepare import build_parser, load_rgb, main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from data_helpers import (  # noqa: E402
+    read_like_the_seed,
+    write_bad_files,
+    write_good_images,
+    write_seed_layout_database,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIZES = (4, 8)
+
+
+def all_items(path):
+    """Every key/value pair of an LMDB database, as a dict."""
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        items = dict(txn.cursor())
+    env.close()
+    return items
+
+
+def decode(encoded):
+    return np.asarray(Image.open(io.BytesIO(encoded)))
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Good images of every mode, bad files and a non-image file, nested."""
+    root = tmp_path / "images"
+    root.mkdir()
+    expected = write_good_images(root)
+    bad = write_bad_files(root)
+    (root / "nested" / "notes.txt").write_text("not an image\n")
+    return root, expected, bad
+
+
+@pytest.fixture
+def messy_database(messy_folder, tmp_path):
+    root, expected, bad = messy_folder
+    report = prepare_database(root, tmp_path / "db", sizes=SIZES, stream=io.StringIO())
+    return tmp_path / "db", expected, bad, report
+
+
+def test_database_holds_exactly_the_good_images_in_order(messy_folder, messy_database):
+    root = messy_folder[0]
+    path, expected, bad, report = messy_database
+    items = all_items(path)
+    assert items[b"length"] == str(len(expected)).encode()
+    metadata = json.loads(items[b"metadata"])
+    assert metadata["sizes"] == list(SIZES) and metadata["length"] == len(expected)
+    image_keys = {key for key in items if key not in (b"length", b"metadata")}
+    assert image_keys == {f"{size}-{index:05d}".encode() for size in SIZES for index in range(len(expected))}
+    for index, (name, rgb) in enumerate(expected):
+        for size in SIZES:
+            pixels = decode(items[f"{size}-{index:05d}".encode()])
+            assert pixels.shape == (size, size, 3), name
+            assert np.abs(pixels.astype(int) - rgb).max() <= 2, name
+    assert report.count == len(expected)
+    assert [path.relative_to(root).as_posix() for path, _ in report.skipped] == bad
+    assert [path.name for path in report.ignored] == ["notes.txt"]
+
+
+def test_result_does_not_depend_on_worker_count(messy_folder, tmp_path):
+    root, _, _ = messy_folder
+    prepare_database(root, tmp_path / "one", sizes=SIZES, n_worker=1, stream=io.StringIO())
+    prepare_database(root, tmp_path / "two", sizes=SIZES, n_worker=2, stream=io.StringIO())
+    assert all_items(tmp_path / "one") == all_items(tmp_path / "two")
+
+
+def test_center_square_is_kept(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    wide = np.zeros((4, 12, 3), np.uint8)
+    wide[:, :, 2] = 255
+    wide[:, 4:8] = (255, 0, 0)
+    Image.fromarray(wide).save(root / "wide.png")
+    Image.fromarray(wide.transpose(1, 0, 2).copy()).save(root / "tall.png")
+    prepare_database(root, tmp_path / "db", sizes=(2, 4), image_format="png", stream=io.StringIO())
+    items = all_items(tmp_path / "db")
+    for key in (b"4-00000", b"4-00001"):
+        assert (decode(items[key]) == (255, 0, 0)).all()
+    assert decode(items[b"2-00000"]).shape == (2, 2, 3)
+
+
+def test_resample_filter_is_applied_and_recorded(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "noise.png")
+    pixels = {}
+    for resample in ("lanczos", "box"):
+        out = tmp_path / resample
+        prepare_database(root, out, sizes=(8,), resample=resample, image_format="png", stream=io.StringIO())
+        items = all_items(out)
+        assert json.loads(items[b"metadata"])["resample"] == resample
+        pixels[resample] = decode(items[b"8-00000"])
+    box_mean = noise.reshape(8, 4, 8, 4, 3).mean(axis=(1, 3))
+    assert np.abs(pixels["box"] - box_mean).max() <= 1
+    assert not np.array_equal(pixels["lanczos"], pixels["box"])
+
+
+def test_cli_reports_each_bad_file_and_the_count(messy_folder, tmp_path, capsys):
+    root, expected, bad = messy_folder
+    status = main(["--out", str(tmp_path / "db"), "--sizes", "4,8", "--n_worker", "2", str(root)])
+    captured = capsys.readouterr()
+    assert status == 0
+    for name in bad:
+        assert f"skipped {name}:" in captured.err
+    assert f"wrote {len(expected)} images at sizes 4,8" in captured.out
+    assert f"skipped {len(bad)} unreadable file(s)" in captured.out
+    assert "ignored 1 file(s) without an image suffix (e.g. notes.txt)" in captured.out
+
+
+def test_cli_help_documents_every_option():
+    text = build_parser().format_help()
+    for option in ("--out", "--sizes", "--max_size", "--n_worker", "--resample", "--format", "--overwrite"):
+        assert option in text
+
+
+def test_existing_output_is_not_overwritten_without_flag(messy_folder, tmp_path, capsys):
+    root, expected, _ = messy_folder
+    out = tmp_path / "db"
+    assert main(["--out", str(out), "--sizes", "4", str(root)]) == 0
+    assert main(["--out", str(out), "--sizes", "8", str(root)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["--out", str(out), "--sizes", "8", "--overwrite", str(root)]) == 0
+    assert MultiResolutionDataset(out, resolution=8).resolutions == [8]
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_database(messy_folder, tmp_path):
+    root, _, _ = messy_folder
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "keep.jpg").write_bytes(b"precious")
+    with pytest.raises(PrepareError, match="is not an LMDB database"):
+        prepare_database(root, tmp_path / "photos", sizes=SIZES, overwrite=True, stream=io.StringIO())
+    assert (tmp_path / "photos" / "keep.jpg").read_bytes() == b"precious"
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PrepareError, match="no image files"):
+        prepare_database(tmp_path / "empty", tmp_path / "db", sizes=SIZES, stream=io.StringIO())
+    with pytest.raises(PrepareError, match="not a directory"):
+        prepare_database(tmp_path / "missing", tmp_path / "db", sizes=SIZES, stream=io.StringIO())
+    assert not (tmp_path / "db").exists()
+
+
+def test_folder_without_readable_image_is_an_error_and_writes_nothing(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    bad = write_bad_files(root)
+    with pytest.raises(PrepareError, match=f"none of the {len(bad)} image files"):
+        prepare_database(root, tmp_path / "db", sizes=SIZES, n_worker=2, stream=io.StringIO())
+    assert sorted(os.listdir(tmp_path)) == ["images"]
+
+
+def test_invalid_options_are_errors(messy_folder, tmp_path):
+    root, _, _ = messy_folder
+    for options, message in [
+        ({"sizes": (0, 8)}, "positive"),
+        ({"n_worker": 0}, "n_worker"),
+        ({"resample": "nearest"}, "unknown resample"),
+        ({"image_format": "gif"}, "unknown image format"),
+    ]:
+        with pytest.raises(PrepareError, match=message):
+            prepare_database(root, tmp_path / "db", **{"sizes": SIZES, **options})
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--out", "x", "--sizes", "8,abc", "y"])
+    assert main(["--out", str(tmp_path / "db"), "--max_size", "100", str(root)]) == 2
+
+
+def test_map_grows_from_a_tiny_initial_size(tmp_path):
+    paths = write_demo_images(tmp_path / "demo")
+    report = prepare_database(
+        tmp_path / "demo", tmp_path / "db", sizes=(8, 16, 64), initial_map_size=32 * 1024,
+        stream=io.StringIO(),
+    )
+    assert report.count == len(paths)
+    env = lmdb.open(str(tmp_path / "db"), readonly=True, lock=False)
+    assert 32 * 1024 < env.info()["map_size"] < 1024**3
+    env.close()
+
+
+def test_demo_images_are_real_shipped_images(tmp_path):
+    paths = write_demo_images(tmp_path / "demo")
+    assert len(paths) >= 15
+    assert sum(path.stat().st_size for path in paths) < 3 * 1024**2
+    for path in paths:
+        assert min(load_rgb(path).size) >= 100
+    report = prepare_database(tmp_path / "demo", tmp_path / "db", sizes=(8, 16), stream=io.StringIO())
+    assert report.count == len(paths) and not report.skipped
+
+
+SLOW_BUILD = textwrap.dedent(
+    """
+    import sys, time
+    import stylegan_cuda.data.prepare as prepare
+    encode = prepare.encode_all_sizes
+    def slow_encode(*args, **kwargs):
+        time.sleep(0.05)
+        return encode(*args, **kwargs)
+    prepare.encode_all_sizes = slow_encode
+    sys.exit(prepare.main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_build_leaves_no_database_claiming_images(tmp_path, stop_signal):
+    root = tmp_path / "images"
+    root.mkdir()
+    for index in range(60):
+        Image.new("RGB", (12, 12), (index * 4, 0, 0)).save(root / f"{index:03d}.png")
+    out, partial = tmp_path / "db", tmp_path / "db.partial"
+    command = [sys.executable, "-c", SLOW_BUILD, "--out", str(out), "--sizes", "4,8", "--n_worker", "1", str(root)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not partial.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert process.poll() is None, "the build finished before it could be interrupted"
+    process.send_signal(stop_signal)
+    _, stderr = process.communicate(timeout=30)
+    assert not out.exists()
+    if stop_signal == signal.SIGINT:
+        assert process.returncode == 130 and "interrupted" in stderr
+        assert not partial.exists()
+    else:
+        assert partial.exists()
+        with pytest.raises(ValueError, match="no 'length' key"):
+            MultiResolutionDataset(partial, resolution=4)
+    report = prepare_database(root, out, sizes=(4, 8), stream=io.StringIO())
+    assert report.count == 60 and not partial.exists()
+    assert len(MultiResolutionDataset(out, resolution=8)) == 60
+
+
+def test_dataset_errors_name_the_problem(messy_database, tmp_path):
+    path, _, _, _ = messy_database
+    with pytest.raises(FileNotFoundError, match="no database at"):
+        MultiResolutionDataset(tmp_path / "missing")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ValueError, match="is not a prepared database"):
+        MultiResolutionDataset(tmp_path / "plain")
+    env = lmdb.open(str(tmp_path / "unfinished"))
+    with env.begin(write=True) as txn:
+        txn.put(b"8-00000", b"x")
+    env.close()
+    with pytest.raises(ValueError, match="no 'length' key"):
+        MultiResolutionDataset(tmp_path / "unfinished")
+    with pytest.raises(ValueError, match="no images at resolution 16; it holds 4, 8"):
+        MultiResolutionDataset(path, resolution=16)
+    dataset = MultiResolutionDataset(path, resolution=4)
+    with pytest.raises(ValueError, match="it holds 4, 8"):
+        dataset.resolution = 32
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+
+
+def test_default_transform_is_the_seeds(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    halves = np.zeros((8, 8, 3), np.uint8)
+    halves[:, :4] = (255, 0, 0)
+    halves[:, 4:] = (0, 64, 255)
+    Image.fromarray(halves).save(root / "halves.png")
+    prepare_database(root, tmp_path / "db", sizes=(8,), image_format="png", stream=io.StringIO())
+    dataset = MultiResolutionDataset(tmp_path / "db", resolution=8)
+    expected = (torch.from_numpy(halves).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    torch.manual_seed(0)
+    samples = [dataset[0] for _ in range(32)]
+    assert all(sample.dtype == torch.float32 and sample.shape == (3, 8, 8) for sample in samples)
+    flipped = [torch.equal(sample, expected.flip(-1)) for sample in samples]
+    unflipped = [torch.equal(sample, expected) for sample in samples]
+    assert all(a != b for a, b in zip(flipped, unflipped))
+    assert 4 <= sum(flipped) <= 28
+    assert expected.min() == -1 and expected.max() == 1
+
+
+@pytest.mark.parametrize("context, workers", [("fork", 2), ("spawn", 1)])
+def test_dataloader_workers_open_their_own_handle(messy_database, context, workers):
+    path, expected, _, _ = messy_database
+    dataset = MultiResolutionDataset(path, resolution=8)
+    dataset[0]  # the parent opens its handle first; workers must not reuse it
+    loader = DataLoader(dataset, batch_size=4, num_workers=workers, multiprocessing_context=context)
+    batches = list(loader)
+    assert sum(batch.shape[0] for batch in batches) == len(expected)
+    assert all(batch.shape[1:] == (3, 8, 8) for batch in batches)
+
+
+def test_two_datasets_on_one_database_in_one_process(messy_database):
+    path, _, _, _ = messy_database
+    small = MultiResolutionDataset(path, resolution=4)
+    small[0]
+    large = MultiResolutionDataset(path, resolution=8)
+    assert small[1].shape == (3, 4, 4) and large[1].shape == (3, 8, 8)
+
+
+def test_database_with_the_seeds_layout_reads_back(tmp_path):
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    write_seed_layout_database(
+        tmp_path / "seed",
+        {size: [Image.new("RGB", (size, size), rgb) for rgb in colours] for size in (8, 16)},
+    )
+    dataset = MultiResolutionDataset(tmp_path / "seed", transform=np.asarray, resolution=16)
+    assert len(dataset) == 3 and dataset.resolutions == [8, 16] and dataset.metadata is None
+    for index, rgb in enumerate(colours):
+        pixels = dataset[index]
+        assert pixels.shape == (16, 16, 3)
+        assert np.abs(pixels.astype(int) - rgb).max() <= 2
+
+
+def test_database_made_here_reads_in_the_seeds_dataset(messy_database):
+    path, expected, _, _ = messy_database
+    for index, (_, rgb) in enumerate(expected):
+        length, image = read_like_the_seed(path, 8, index)
+        assert length == len(expected) and image.size == (8, 8)
+        assert np.abs(np.asarray(image.convert("RGB")).astype(int) - rgb).max() <= 2
