@@ -7,7 +7,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <utility>
 
 #include "adain.h"
 
@@ -17,18 +19,29 @@ namespace {
 // Channels handled together by one channels_last task: one row of them is a few cache lines.
 constexpr int64_t kChannelBlock = 64;
 
-// sum of term(i) for i < n, accumulated in independent lanes so that the loop vectorizes.
-template <typename acc_t, typename Term>
-acc_t lane_sum(int64_t n, const Term& term) {
+// {sum of terms[k](i) for i < n} for each k, in one pass, each sum accumulated in independent lanes so that the
+// loop vectorizes.
+template <typename acc_t, typename... Terms, size_t... K>
+std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, std::index_sequence<K...>, const Terms&... terms) {
   constexpr int kLanes = 16;
-  acc_t lanes[kLanes] = {};
+  acc_t lanes[sizeof...(Terms)][kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] += term(i + l);
-  acc_t total = 0;
-  for (; i < n; ++i) total += term(i);
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
-  return total;
+    for (int l = 0; l < kLanes; ++l) ((lanes[K][l] += terms(i + l)), ...);
+  std::array<acc_t, sizeof...(Terms)> totals{};
+  for (; i < n; ++i) ((totals[K] += terms(i)), ...);
+  for (int l = 0; l < kLanes; ++l) ((totals[K] += lanes[K][l]), ...);
+  return totals;
+}
+
+template <typename acc_t, typename... Terms>
+std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, const Terms&... terms) {
+  return lane_sums<acc_t>(n, std::index_sequence_for<Terms...>{}, terms...);
+}
+
+template <typename acc_t, typename Term>
+acc_t lane_sum(int64_t n, const Term& term) {
+  return lane_sums<acc_t>(n, term)[0];
 }
 
 // The tensors of one call with the types of one dtype.
@@ -101,9 +114,9 @@ void contiguous_planes(const AdainParams& p) {
         scalar_t* __restrict__ grad_x = t.grad_x + plane * M;
         const acc_t mean = t.mean[plane], rstd = t.rstd[plane];
         const auto xhat = [&](acc_t pre_i) { return (leaky_relu(pre_i, slope) - first - mean) * rstd; };
-        const acc_t sum_grad = lane_sum<acc_t>(M, [&](int64_t i) { return static_cast<acc_t>(grad_y[i]); });
-        const acc_t sum_grad_xhat =
-            lane_sum<acc_t>(M, [&](int64_t i) { return static_cast<acc_t>(grad_y[i]) * xhat(pre(i)); });
+        const auto [sum_grad, sum_grad_xhat] = lane_sums<acc_t>(
+            M, [&](int64_t i) { return static_cast<acc_t>(grad_y[i]); },
+            [&](int64_t i) { return static_cast<acc_t>(grad_y[i]) * xhat(pre(i)); });
         const acc_t scale = gamma * rstd, mean_grad = sum_grad / M, mean_grad_xhat = sum_grad_xhat / M;
         t.grad_noise_weight[plane] = lane_sum<acc_t>(M, [&](int64_t i) {
           const acc_t pre_i = pre(i);

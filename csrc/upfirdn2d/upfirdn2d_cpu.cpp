@@ -25,10 +25,45 @@ std::vector<acc_t> window_weights(const Upfirdn2dParams& p) {
 
 int max_taps(int k, int up) { return (k + up - 1) / up; }
 
+// dst[k] = src[k * stride]; the common strides 1 and 2 spelled out so that they vectorize.
+template <typename acc_t, typename scalar_t>
+void gather_strided(acc_t* __restrict__ dst, const scalar_t* __restrict__ src, int64_t len, int64_t stride) {
+  if (stride == 1) {
+    for (int64_t k = 0; k < len; ++k) dst[k] = static_cast<acc_t>(src[k]);
+  } else if (stride == 2) {
+    for (int64_t k = 0; k < len; ++k) dst[k] = static_cast<acc_t>(src[2 * k]);
+  } else {
+    for (int64_t k = 0; k < len; ++k) dst[k] = static_cast<acc_t>(src[k * stride]);
+  }
+}
+
+// dst[r + phases * m] = acc[r * class_stride + m]: the per-class accumulators interleaved back into an output row.
+template <typename scalar_t, typename acc_t>
+void interleave(scalar_t* __restrict__ dst, const acc_t* __restrict__ acc, int64_t out_w, int64_t phases,
+                int64_t class_stride) {
+  if (phases == 1) {
+    for (int64_t m = 0; m < out_w; ++m) dst[m] = static_cast<scalar_t>(acc[m]);
+    return;
+  }
+  if (phases == 2) {
+    for (int64_t m = 0; m < out_w / 2; ++m) {
+      dst[2 * m] = static_cast<scalar_t>(acc[m]);
+      dst[2 * m + 1] = static_cast<scalar_t>(acc[class_stride + m]);
+    }
+    if (out_w % 2) dst[out_w - 1] = static_cast<scalar_t>(acc[out_w / 2]);
+    return;
+  }
+  for (int64_t r = 0; r < phases; ++r)
+    for (int64_t m = 0; m < (out_w - r + phases - 1) / phases; ++m)
+      dst[r + m * phases] = static_cast<scalar_t>(acc[r * class_stride + m]);
+}
+
 // NCHW. Along x the output columns fall into `phases` classes, ox = r + phases * m; within a class every column has
 // the same taps, shifted by `stride` input columns per step of m. Input rows are converted to acc_t into a zero-padded
 // row split into `stride` interleaved phase rows, and the accumulators are kept per output class, so that every
-// (tap, class) pair is one unit-stride loop `acc[m] += w * in[m]`.
+// (tap, class) pair is one unit-stride loop `acc[j] += w * in[j]`. Small planes are taken `group` at a time, side by
+// side in segments of `seg` elements, so that this loop runs over the whole group: positions past a plane's own
+// outputs compute ignored values.
 template <typename scalar_t>
 void upfirdn2d_planes(const Upfirdn2dParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -36,50 +71,60 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
   auto* out = static_cast<scalar_t*>(p.out);
   const std::vector<acc_t> weights = window_weights<acc_t>(p);
   const int kh = p.kernel_h, kw = p.kernel_w;
-  const int64_t H = p.in_h, W = p.in_w, out_h = p.out_h, out_w = p.out_w;
+  const int64_t H = p.in_h, W = p.in_w, out_h = p.out_h, out_w = p.out_w, planes = p.batch * p.channels;
+  const int64_t threads = at::get_num_threads();
 
   const int g = std::gcd(p.up_x, p.down_x);
   const int64_t phases = std::min<int64_t>(p.up_x / g, out_w), stride = p.down_x / g;
-  const int64_t class_len = (out_w + phases - 1) / phases;
-  std::vector<AxisTaps> class_taps(phases);
-  for (int64_t r = 0; r < phases; ++r) class_taps[r] = axis_taps(r, p.up_x, p.down_x, p.pad_x0, kw);
   // The padded row: input columns col_lo .. col_lo + padded_w - 1, zero outside 0 .. W - 1.
-  const int64_t col_lo = class_taps[0].first;
+  const int64_t col_lo = axis_taps(0, p.up_x, p.down_x, p.pad_x0, kw).first;
   const int64_t padded_w = axis_taps(out_w - 1, p.up_x, p.down_x, p.pad_x0, kw).first + max_taps(kw, p.up_x) - col_lo;
-  const int64_t phase_len = (padded_w + stride - 1) / stride;
-  const int64_t row_len = stride * phase_len;
+  const int64_t seg = std::max((out_w + phases - 1) / phases, (padded_w + stride - 1) / stride);
+  const int64_t group = std::clamp<int64_t>(std::min(256 / seg, planes / (4 * threads)), 1, planes);
+  const int64_t lane = group * seg;  // one phase row, or one class of accumulators, of the whole group
+  const int64_t row_len = stride * lane;
+  // Position pos = ix - col_lo of a plane's padded row sits in phase row pos % stride, at pos / stride.
+  auto slab_offset = [&](int64_t pos) { return (pos % stride) * lane + pos / stride; };
+  // Per class of output columns its taps: (weight index within a kernel row, offset in a slab row).
+  struct ColumnTap {
+    int weight;
+    int64_t offset;
+  };
+  std::vector<std::vector<ColumnTap>> class_taps(phases);
+  for (int64_t r = 0; r < phases; ++r) {
+    const AxisTaps tx = axis_taps(r, p.up_x, p.down_x, p.pad_x0, kw);
+    for (int s = 0; s < tx.count; ++s) class_taps[r].push_back({tx.offset + s * p.up_x, slab_offset(tx.first - col_lo + s)});
+  }
 
-  const int64_t planes = p.batch * p.channels;
-  const int64_t threads = at::get_num_threads();
-  const int64_t rows_cap = std::max<int64_t>(1, std::min<int64_t>(out_h, 32768 / out_w));
-  const int64_t rows_per_task = std::clamp<int64_t>((planes * out_h + 4 * threads - 1) / (4 * threads), 1, rows_cap);
+  // Tasks: a group of planes times a block of output rows (whole planes when grouped).
+  const int64_t groups = (planes + group - 1) / group;
+  const int64_t rows_cap = group > 1 ? out_h : std::max<int64_t>(1, std::min<int64_t>(out_h, 32768 / out_w));
+  const int64_t rows_per_task = std::clamp<int64_t>((groups * out_h + 4 * threads - 1) / (4 * threads), 1, rows_cap);
   const int64_t blocks = (out_h + rows_per_task - 1) / rows_per_task;
-  const int64_t task_work = rows_per_task * out_w * kh * kw / (p.up_x * p.up_y);
+  const int64_t task_work = group * rows_per_task * out_w * kh * kw / (p.up_x * p.up_y);
   const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, task_work));
 
-  at::parallel_for(0, planes * blocks, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> slab, acc(phases * class_len);
+  at::parallel_for(0, groups * blocks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> slab, acc(phases * lane);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t plane = task / blocks, oy_begin = (task % blocks) * rows_per_task;
-      const int64_t oy_end = std::min(out_h, oy_begin + rows_per_task);
-      const scalar_t* xp = x + plane * H * W;
+      const int64_t plane_lo = task / blocks * group, plane_count = std::min(group, planes - plane_lo);
+      const int64_t oy_begin = (task % blocks) * rows_per_task, oy_end = std::min(out_h, oy_begin + rows_per_task);
       const int64_t row_lo = std::max<int64_t>(0, axis_taps(oy_begin, p.up_y, p.down_y, p.pad_y0, kh).first);
       const int64_t row_hi = std::min<int64_t>(
           H, axis_taps(oy_end - 1, p.up_y, p.down_y, p.pad_y0, kh).first + max_taps(kh, p.up_y));
-      slab.assign(std::max<int64_t>(0, row_hi - row_lo) * row_len, acc_t(0));
+      // `seg` of slack at the end: the ignored positions of the last plane read past its segment.
+      slab.assign(std::max<int64_t>(0, row_hi - row_lo) * row_len + seg, acc_t(0));
       const int64_t ix_lo = std::max<int64_t>(0, col_lo), ix_hi = std::min(W, col_lo + padded_w);
-      for (int64_t iy = row_lo; iy < row_hi; ++iy) {
-        const scalar_t* __restrict__ src = xp + iy * W;
-        acc_t* __restrict__ dst = slab.data() + (iy - row_lo) * row_len;
-        if (stride == 1) {
-          for (int64_t ix = ix_lo; ix < ix_hi; ++ix) dst[ix - col_lo] = static_cast<acc_t>(src[ix]);
-        } else {
-          for (int64_t ix = ix_lo; ix < ix_hi; ++ix) {
-            const int64_t pos = ix - col_lo;
-            dst[(pos % stride) * phase_len + pos / stride] = static_cast<acc_t>(src[ix]);
-          }
+      for (int64_t k = 0; k < plane_count; ++k) {
+        for (int64_t iy = row_lo; iy < row_hi; ++iy) {
+          const scalar_t* src = x + ((plane_lo + k) * H + iy) * W;
+          acc_t* dst = slab.data() + (iy - row_lo) * row_len + k * seg;
+          for (int64_t q = 0; q < std::min(stride, ix_hi - ix_lo); ++q)
+            gather_strided(dst + slab_offset(ix_lo - col_lo + q), src + ix_lo + q,
+                           (ix_hi - ix_lo - q + stride - 1) / stride, stride);
         }
       }
+      const int64_t len = plane_count * seg;
       for (int64_t oy = oy_begin; oy < oy_end; ++oy) {
         std::fill(acc.begin(), acc.end(), acc_t(0));
         const AxisTaps ty = axis_taps(oy, p.up_y, p.down_y, p.pad_y0, kh);
@@ -89,23 +134,16 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
           const acc_t* wrow = weights.data() + (ty.offset + t * p.up_y) * kw;
           const acc_t* srow = slab.data() + (iy - row_lo) * row_len;
           for (int64_t r = 0; r < phases; ++r) {
-            const AxisTaps tx = class_taps[r];
-            const int64_t len = (out_w - r + phases - 1) / phases;
-            acc_t* __restrict__ a = acc.data() + r * class_len;
-            for (int s = 0; s < tx.count; ++s) {
-              const acc_t w = wrow[tx.offset + s * p.up_x];
-              const int64_t pos = tx.first - col_lo + s;
-              const acc_t* __restrict__ in = srow + (pos % stride) * phase_len + pos / stride;
-              for (int64_t m = 0; m < len; ++m) a[m] += w * in[m];
+            acc_t* __restrict__ a = acc.data() + r * lane;
+            for (const ColumnTap& tap : class_taps[r]) {
+              const acc_t w = wrow[tap.weight];
+              const acc_t* __restrict__ in = srow + tap.offset;
+              for (int64_t j = 0; j < len; ++j) a[j] += w * in[j];
             }
           }
         }
-        scalar_t* __restrict__ dst = out + (plane * out_h + oy) * out_w;
-        if (phases == 1) {
-          for (int64_t ox = 0; ox < out_w; ++ox) dst[ox] = static_cast<scalar_t>(acc[ox]);
-        } else {
-          for (int64_t ox = 0; ox < out_w; ++ox) dst[ox] = static_cast<scalar_t>(acc[(ox % phases) * class_len + ox / phases]);
-        }
+        for (int64_t k = 0; k < plane_count; ++k)
+          interleave(out + ((plane_lo + k) * out_h + oy) * out_w, acc.data() + k * seg, out_w, phases, lane);
       }
     }
   });

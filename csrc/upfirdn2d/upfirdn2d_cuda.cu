@@ -106,8 +106,8 @@ __global__ void upfirdn2d_direct(Upfirdn2dParams p) {
         if (ix < 0 || ix >= W) continue;
         const float w = __ldg(p.kernel + kernel_index(ty.offset + t * p.up_y, tx.offset + s * p.up_x, p.kernel_h,
                                                       p.kernel_w, p.flip_kernel));
-        const index_t at = CHANNELS_LAST ? ((n * H + iy) * W + ix) * C + c : ((n * C + c) * H + iy) * W + ix;
-        acc += static_cast<acc_t>(w) * static_cast<acc_t>(x[at]);
+        const index_t in_index = CHANNELS_LAST ? ((n * H + iy) * W + ix) * C + c : ((n * C + c) * H + iy) * W + ix;
+        acc += static_cast<acc_t>(w) * static_cast<acc_t>(x[in_index]);
       }
     }
     out[idx] = static_cast<scalar_t>(acc);
