@@ -103,7 +103,8 @@ def test_random_geometries_match_reference(device):
     rng = random.Random(1234)
     for _ in range(60):
         kh, kw = rng.randint(1, 9), rng.randint(1, 9)
-        up, down = (rng.choice([1, 1, 2, 3, 4]), rng.choice([1, 1, 2, 3, 4])), (rng.choice([1, 2, 4]), rng.choice([1, 2, 3]))
+        up = (rng.choice([1, 1, 2, 3, 4]), rng.choice([1, 1, 2, 3, 4]))
+        down = (rng.choice([1, 2, 4]), rng.choice([1, 2, 3]))
         h, w = rng.randint(1, 12), rng.randint(1, 12)
         pad = tuple(rng.randint(-2, kw + 2) for _ in range(2)) + tuple(rng.randint(-2, kh + 2) for _ in range(2))
         if (h * up[1] + pad[2] + pad[3] - kh) < 0 or (w * up[0] + pad[0] + pad[1] - kw) < 0:

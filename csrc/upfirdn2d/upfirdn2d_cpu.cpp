@@ -93,7 +93,8 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
   std::vector<std::vector<ColumnTap>> class_taps(phases);
   for (int64_t r = 0; r < phases; ++r) {
     const AxisTaps tx = axis_taps(r, p.up_x, p.down_x, p.pad_x0, kw);
-    for (int s = 0; s < tx.count; ++s) class_taps[r].push_back({tx.offset + s * p.up_x, slab_offset(tx.first - col_lo + s)});
+    for (int s = 0; s < tx.count; ++s)
+      class_taps[r].push_back({tx.offset + s * p.up_x, slab_offset(tx.first - col_lo + s)});
   }
 
   // Tasks: a group of planes times a block of output rows (whole planes when grouped).

@@ -48,7 +48,8 @@ __global__ void __launch_bounds__(kTileThreadsX* kTileThreadsY) upfirdn2d_tiled(
     __syncthreads();  // the previous plane's tile is used up
     for (int i = tid; i < kInH * kInW; i += kThreads) {
       const int iy = iy_tile + i / kInW, ix = ix_tile + i % kInW;
-      tile[i / kInW][i % kInW] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? static_cast<acc_t>(x[iy * W + ix]) : acc_t(0);
+      const bool inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+      tile[i / kInW][i % kInW] = inside ? static_cast<acc_t>(x[iy * W + ix]) : acc_t(0);
     }
     __syncthreads();
     if (ox >= out_w) continue;

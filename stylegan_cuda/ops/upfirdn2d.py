@@ -100,7 +100,7 @@ _filters: dict[tuple, torch.Tensor] = {}
 
 
 def _fixed_filter(taps: tuple[float, ...], device: torch.device, gain: float = 1.0) -> torch.Tensor:
-    """``gain * outer(taps, taps) / sum(taps)**2``: made once per device in eager mode, a graph constant when compiled."""
+    """``gain * outer(taps, taps) / sum(taps)**2``: made once per device in eager mode, a constant when compiled."""
     if not torch.compiler.is_compiling() and (taps, gain, device) in _filters:
         return _filters[(taps, gain, device)]
     k = torch.tensor(taps, device=device)
