@@ -1,0 +1,43 @@
+"""Markdown tables of the op benchmark results, for the README: ``python -m benchmarks.report [FILE ...]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .harness import RESULTS_DIR
+
+
+def _cell(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(path: Path) -> str:
+    data = json.loads(path.read_text())
+    machine = data["machine"]
+    where = machine.get("gpu") or f"{machine.get('cpu', 'CPU')}, {machine.get('cpu_threads')} threads"
+    lines = [
+        f"**{where}**, torch {machine['torch']}, {machine['date']}, copy bandwidth {data['copy_gbs']:.0f} GB/s"
+        f" (`{path.relative_to(RESULTS_DIR.parent.parent)}`)",
+        "",
+        "| op | shape | dtype | pass | ext ms | eager ms | compiled ms | x eager | x compiled | of copy |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['pass']} | {_cell(r['extension_ms'], '.3f')} | "
+            f"{_cell(r['reference_ms'], '.3f')} | {_cell(r['compiled_ms'], '.3f')} | "
+            f"{_cell(r['speedup_vs_reference'], '.2f')} | {_cell(r['speedup_vs_compiled'], '.2f')} | "
+            f"{_cell(r['fraction_of_copy'], '.0%')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])] or sorted(RESULTS_DIR.glob("ops_*.json"))
+    print("\n\n".join(table(p.resolve()) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
