@@ -26,6 +26,15 @@ def assert_matches_reference(out: torch.Tensor, reference_fn, inputs: tuple, kwa
     assert error <= allowed, f"{out.dtype} kernel error {error:.3g} > allowed {allowed:.3g}"
 
 
+def check_forward(run_extension, reference_fn, inputs: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """The kernel on ``inputs``: its dtype, its agreement with the reference and its memory format."""
+    out = run_extension(*inputs)
+    assert out.dtype == dtype
+    assert_matches_reference(out, reference_fn, inputs)
+    assert_same_layout(out, inputs[0])
+    return out
+
+
 def assert_same_layout(out: torch.Tensor, x: torch.Tensor) -> None:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         assert out.is_contiguous(memory_format=torch.channels_last), "output lost the channels_last format"

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from op_testing import DTYPES, as_layout, assert_matches_reference, assert_same_layout
+from op_testing import DTYPES, as_layout, assert_matches_reference, assert_same_layout, check_forward
 from stylegan_cuda.ops import NoiseAdaIN, adain_noise, adain_noise_reference
 
 # (shape of x, channels_last, with noise): the one list behind every test below.
@@ -48,10 +48,7 @@ def run_extension(*args, **kwargs):
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 def test_forward_matches_reference(sample, device, dtype):
     inputs = make_inputs(sample, device, dtype)
-    out = run_extension(*inputs)
-    assert out.dtype == dtype and out.shape == inputs[0].shape
-    assert_matches_reference(out, adain_noise_reference, inputs)
-    assert_same_layout(out, inputs[0])
+    assert check_forward(run_extension, adain_noise_reference, inputs, dtype).shape == inputs[0].shape
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)

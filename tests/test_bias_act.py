@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from op_testing import DTYPES, as_layout, assert_matches_reference, assert_same_layout
+from op_testing import DTYPES, as_layout, assert_same_layout, check_forward
 from stylegan_cuda.ops import FusedLeakyReLU, fused_bias_leaky_relu, fused_bias_leaky_relu_reference
 
 # (shape of x, channels_last, with bias, negative_slope, scale): the one list behind every test below.
@@ -44,10 +44,7 @@ def run_extension(x, bias, slope, scale):
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 def test_forward_matches_reference(sample, device, dtype):
     inputs = make_inputs(sample, device, dtype)
-    out = run_extension(*inputs)
-    assert out.dtype == dtype and out.shape == inputs[0].shape
-    assert_matches_reference(out, fused_bias_leaky_relu_reference, inputs)
-    assert_same_layout(out, inputs[0])
+    assert check_forward(run_extension, fused_bias_leaky_relu_reference, inputs, dtype).shape == inputs[0].shape
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from op_testing import DTYPES, as_layout, assert_matches_reference, assert_same_layout
+from op_testing import DTYPES, as_layout, assert_same_layout, check_forward
 from stylegan_cuda.ops import (
     Blur,
     DownsampleAvg2x,
@@ -60,11 +60,7 @@ def run_extension(x, kernel, up=1, down=1, pad=(0, 0, 0, 0)):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 def test_forward_matches_reference(sample, device, dtype):
-    inputs = make_inputs(sample, device, dtype)
-    out = run_extension(*inputs)
-    assert out.dtype == dtype
-    assert_matches_reference(out, upfirdn2d_reference, inputs)
-    assert_same_layout(out, inputs[0])
+    check_forward(run_extension, upfirdn2d_reference, make_inputs(sample, device, dtype), dtype)
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
