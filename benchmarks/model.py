@@ -1,0 +1,172 @@
+"""Model benchmark: generator forward and one full training iteration, extension vs reference, with peak memory.
+
+    python -m benchmarks.model [--device cpu|cuda] [--resolutions 8,16,32] [--batch N] [--max-channels C] [--quick]
+
+The training iteration is :func:`stylegan_cuda.train.train_step`: a D step with the R1 penalty, a G step, Adam
+and the EMA update, with mixing regularization, at ``alpha = 0.5`` (the fade-in runs both paths). Defaults:
+CPU at 8, 16, 32 px with ``max_channels=64``, batch 8; CUDA at 8 to 256 px at the seed's full width, batch 16,
+plus the extension under bfloat16 autocast with channels_last. The variants are timed in turns (median of
+``--repeat`` rounds) so that a changing machine load hits all alike. Peak memory is CUDA's
+``max_memory_allocated`` (not measured on the CPU). Writes ``benchmarks/results/model_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import random
+import statistics
+import sys
+
+import torch
+
+from stylegan_cuda.models import RESOLUTIONS, Discriminator, StyledGenerator, set_impl
+from stylegan_cuda.train import make_optimizers, train_step
+
+from .harness import format_table, synchronize, time_ms, write_results
+
+ALPHA = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str
+    impl: str
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+
+VARIANTS = {
+    "cpu": [Variant("extension fp32", "extension"), Variant("reference fp32", "reference")],
+    "cuda": [Variant("extension fp32", "extension"), Variant("reference fp32", "reference"),
+             Variant("extension bf16+cl", "extension", torch.bfloat16, True)],
+}
+DEFAULTS = {"cpu": dict(resolutions="8,16,32", batch=8, max_channels=64),
+            "cuda": dict(resolutions="8,16,32,64,128,256", batch=16, max_channels=512)}
+
+
+def _autocast(device: str, variant: Variant):
+    if variant.autocast_dtype is None:
+        return torch.autocast(device_type=device, enabled=False)
+    return torch.autocast(device_type=device, dtype=variant.autocast_dtype)
+
+
+def _peak_mb(device: str, fn) -> float | None:
+    if device != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def _workloads(device: str, variant: Variant, resolution: int, batch: int,
+               models: tuple[StyledGenerator, Discriminator]):
+    """``(forward, iteration)`` closures of ``variant`` on its own copies of the models and optimizers."""
+    step = RESOLUTIONS.index(resolution)
+    generator, discriminator = (copy.deepcopy(m) for m in models)
+    g_running = copy.deepcopy(generator)
+    for model in (generator, discriminator, g_running):
+        model.to(device)
+        if variant.channels_last:
+            model.to(memory_format=torch.channels_last)
+        set_impl(model, variant.impl)
+    g_optimizer, d_optimizer = make_optimizers(generator, discriminator)
+    z = torch.randn(batch, generator.config["code_dim"], device=device)
+    real = torch.randn(batch, 3, resolution, resolution, device=device)
+    if variant.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
+
+    def forward():
+        with torch.no_grad(), _autocast(device, variant):
+            generator(z, step=step, alpha=ALPHA)
+
+    def iteration():
+        with _autocast(device, variant):
+            train_step(generator, discriminator, g_optimizer, d_optimizer, real, step, ALPHA, g_running=g_running,
+                       sync_losses=False)
+
+    return forward, iteration
+
+
+def interleaved_ms(fns: dict[str, object], device: str, repeat: int) -> dict[str, float]:
+    """Median milliseconds of each function, timed in turns so that a changing machine load hits all alike."""
+    for fn in fns.values():
+        fn()
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            times[name].append(time_ms(fn, device, warmup=0, repeat=1, min_seconds=0))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_resolution(device: str, variants: list[Variant], resolution: int, batch: int, max_channels: int,
+                     repeat: int, models: tuple[StyledGenerator, Discriminator]) -> list[dict]:
+    random.seed(0)
+    workloads = {v.name: _workloads(device, v, resolution, batch, models) for v in variants}
+    forward_ms = interleaved_ms({name: w[0] for name, w in workloads.items()}, device, repeat)
+    train_ms = interleaved_ms({name: w[1] for name, w in workloads.items()}, device, repeat)
+    return [{"resolution": resolution, "variant": name, "batch": batch, "max_channels": max_channels,
+             "forward_ms": forward_ms[name], "train_ms": train_ms[name],
+             "forward_peak_mb": _peak_mb(device, forward), "train_peak_mb": _peak_mb(device, iteration)}
+            for name, (forward, iteration) in workloads.items()]
+
+
+def _add_speedups(rows: list[dict]) -> None:
+    reference = {r["resolution"]: r for r in rows if r["variant"].startswith("reference")}
+    for row in rows:
+        base = reference.get(row["resolution"])
+        if base is not None:
+            row["forward_speedup"] = base["forward_ms"] / row["forward_ms"]
+            row["train_speedup"] = base["train_ms"] / row["train_ms"]
+
+
+COLUMNS = [
+    ("resolution", "px", "d"), ("variant", "variant", "s"), ("forward_ms", "G fwd ms", ".1f"),
+    ("forward_speedup", "x ref", ".2f"), ("train_ms", "train iter ms", ".1f"), ("train_speedup", "x ref", ".2f"),
+    ("forward_peak_mb", "G fwd peak MiB", ".0f"), ("train_peak_mb", "train peak MiB", ".0f"),
+]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--resolutions", default=None, help="comma-separated, from 8 to 1024 (default per device)")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--max-channels", type=int, default=None, help="channel_base stays the seed's 16384")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs per measurement (median)")
+    parser.add_argument("--quick", action="store_true", help="the smallest resolution only, few repeats")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA GPU")
+    defaults = DEFAULTS[args.device]
+    resolutions = [int(r) for r in (args.resolutions or defaults["resolutions"]).split(",")]
+    if args.quick:
+        resolutions = resolutions[:1]
+    batch = args.batch or defaults["batch"]
+    max_channels = args.max_channels or defaults["max_channels"]
+    repeat = args.repeat or (3 if args.quick else 9)
+    from stylegan_cuda.ops import load_extension
+
+    print(f"kernels: {load_extension().describe()}")
+    torch.manual_seed(0)
+    models = (StyledGenerator(max_channels=max_channels, impl="reference"),
+              Discriminator(max_channels=max_channels, impl="reference"))
+    rows = []
+    for resolution in resolutions:
+        rows += bench_resolution(args.device, VARIANTS[args.device], resolution, batch, max_channels, repeat, models)
+        for row in rows[-len(VARIANTS[args.device]):]:
+            print(f"  {resolution} px {row['variant']}: forward {row['forward_ms']:.1f} ms, "
+                  f"train iteration {row['train_ms']:.1f} ms", flush=True)
+    _add_speedups(rows)
+    print(format_table(rows, COLUMNS))
+    path = write_results("model", args.device, {"alpha": ALPHA, "rows": rows})
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()

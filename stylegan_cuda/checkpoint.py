@@ -1,0 +1,270 @@
+"""Checkpoints: the seed's files (rosinality/style-based-gan-pytorch) and this project's own.
+
+The seed saves ``train_step-N.model`` (a dict with ``generator``, ``discriminator``, ``g_running`` and the two
+optimizers' states) and ``NNNNNN.model`` (only the EMA generator's state dict). :func:`load_rosinality` reads
+either, infers each network's configuration from its keys and shapes, and returns ready models of this project.
+:func:`save` / :func:`load` write and read this project's file: each model's configuration and state dict.
+
+Every file is read with ``torch.load(weights_only=True)``: loading a checkpoint never runs code. Every state dict
+is checked in full before a model is touched: a missing, unexpected or misshapen key raises
+:class:`CheckpointError` naming the first such key, never leaving a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .models import Discriminator, StyledGenerator
+from .models.widths import MAX_STEP, RESOLUTIONS
+
+FORMAT = "stylegan_cuda"
+VERSION = 1
+MODEL_NAMES = ("generator", "discriminator", "g_running")
+_KINDS = {"StyledGenerator": StyledGenerator, "Discriminator": Discriminator}
+_BLUR_KERNEL = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint of the expected kind, or whose keys or shapes do not fit the model."""
+
+
+def _read(path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from error
+    except Exception as error:  # the unpickler's many error types, e.g. an object that is not a tensor
+        raise CheckpointError(f"{path} is not a weights-only PyTorch checkpoint: {error}") from error
+
+
+def _require(state: dict, key: str) -> torch.Tensor:
+    if key not in state:
+        raise CheckpointError(f"missing key {key!r}")
+    value = state[key]
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"key {key!r} holds a {type(value).__name__}, not a tensor")
+    return value
+
+
+# (seed key, our key); our key None marks one of the seed's fixed blur buffers, which must hold the binomial kernel.
+Layout = Iterator[tuple[str, str | None]]
+
+
+def _equalized(seed_prefix: str, ours: str) -> Layout:
+    """The seed's ``EqualConv2d`` / ``EqualLinear`` (an inner module holding ``weight_orig`` and ``bias``)."""
+    yield f"{seed_prefix}.weight_orig", f"{ours}.weight"
+    yield f"{seed_prefix}.bias", f"{ours}.bias"
+
+
+def _plain(seed_prefix: str, ours: str) -> Layout:
+    """The seed's ``FusedUpsample`` / ``FusedDownsample`` (``weight`` and ``bias`` scaled in forward)."""
+    yield f"{seed_prefix}.weight", f"{ours}.weight"
+    yield f"{seed_prefix}.bias", f"{ours}.bias"
+
+
+def _blur(seed_prefix: str) -> Layout:
+    yield f"{seed_prefix}.weight", None
+    yield f"{seed_prefix}.weight_flip", None
+
+
+def _generator_layout(model: StyledGenerator) -> Layout:
+    for j in range(len(model.mapping.layers)):
+        yield from _equalized(f"style.{2 * j + 1}.linear", f"mapping.layers.{j}")
+    for i, block in enumerate(model.synthesis.blocks):
+        seed, ours = f"generator.progression.{i}", f"synthesis.blocks.{i}"
+        if block.upsample is None:
+            yield f"{seed}.conv1.input", f"{ours}.const"
+        elif block.upsample == "fused":
+            yield from _plain(f"{seed}.conv1.0", f"{ours}.conv1")
+            yield from _blur(f"{seed}.conv1.1")
+        else:
+            yield from _equalized(f"{seed}.conv1.1.conv", f"{ours}.conv1")
+            yield from _blur(f"{seed}.conv1.2")
+        for k in (1, 2):
+            yield f"{seed}.noise{k}.weight_orig", f"{ours}.adain{k}.noise_weight"
+            yield f"{seed}.adain{k}.style.linear.weight_orig", f"{ours}.adain{k}.style_weight"
+            yield f"{seed}.adain{k}.style.linear.bias", f"{ours}.adain{k}.style_bias"
+            if k == 1:
+                yield from _equalized(f"{seed}.conv2.conv", f"{ours}.conv2")
+    for i in range(len(model.synthesis.to_rgb)):
+        yield from _equalized(f"generator.to_rgb.{i}.conv", f"synthesis.to_rgb.{i}")
+
+
+def _discriminator_layout(model: Discriminator) -> Layout:
+    for p, block in enumerate(model.blocks):
+        yield from _equalized(f"progression.{p}.conv1.0.conv", f"blocks.{p}.conv1")
+        if p == MAX_STEP:
+            yield from _equalized(f"progression.{p}.conv2.0.conv", f"blocks.{p}.conv2")
+            continue
+        yield from _blur(f"progression.{p}.conv2.0")
+        if block.fused:
+            yield from _plain(f"progression.{p}.conv2.1", f"blocks.{p}.conv2")
+        else:
+            yield from _equalized(f"progression.{p}.conv2.1.conv", f"blocks.{p}.conv2")
+    inner = ".0" if model.config["from_rgb_activate"] else ""
+    for p in range(len(model.from_rgb)):
+        yield from _equalized(f"from_rgb.{p}{inner}.conv", f"from_rgb.{p}")
+    yield from _equalized("linear.linear", "linear")
+
+
+def _widths_from(channels: list[int]) -> dict:
+    """``channel_base`` and ``max_channels`` giving ``channels`` (4 px first); the shape check catches a misfit."""
+    max_channels = channels[0]
+    return dict(channel_base=min(channels[-1], max_channels) * RESOLUTIONS[-1], max_channels=max_channels)
+
+
+def _generator_config(state: dict) -> dict:
+    mapping = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"style\.(\d+)\.linear\.weight_orig", k)))
+    if not mapping:
+        raise CheckpointError("missing key 'style.1.linear.weight_orig': not a generator of the seed")
+    code_dim = _require(state, "style.1.linear.weight_orig").shape[1]
+    channels = [_require(state, f"generator.to_rgb.{i}.conv.weight_orig").shape[1] for i in range(MAX_STEP + 1)]
+    fused = "generator.progression.5.conv1.0.weight" in state
+    return dict(code_dim=code_dim, n_mlp=len(mapping), fused=fused, **_widths_from(channels))
+
+
+def _discriminator_config(state: dict) -> dict:
+    activate = "from_rgb.0.0.conv.weight_orig" in state
+    inner = ".0" if activate else ""
+    channels = [_require(state, f"from_rgb.{p}{inner}.conv.weight_orig").shape[0] for p in range(MAX_STEP + 1)]
+    fused = "progression.0.conv2.1.weight" in state
+    return dict(fused=fused, from_rgb_activate=activate, **_widths_from(channels[::-1]))
+
+
+def _converted_state(model: nn.Module, layout: Layout, seed_state: dict) -> dict:
+    """Our state dict from the seed's, checked key by key in the seed's order; the first misfit raises."""
+    ours = model.state_dict()
+    converted, expected = {}, set()
+    for seed_key, our_key in layout:
+        expected.add(seed_key)
+        value = _require(seed_state, seed_key)
+        if our_key is None:
+            channels = value.shape[0] if value.dim() == 4 else -1
+            kernel = _BLUR_KERNEL.expand(max(channels, 0), 1, 3, 3)
+            if value.shape != kernel.shape or not torch.allclose(value.float(), kernel):
+                raise CheckpointError(f"key {seed_key!r} is not the seed's fixed 3x3 binomial blur kernel")
+            continue
+        target = ours[our_key]
+        # The seed's noise weights are [1, C, 1, 1]; ours are [C].
+        seed_shape = (1, target.numel(), 1, 1) if our_key.endswith("noise_weight") else tuple(target.shape)
+        if tuple(value.shape) != seed_shape:
+            raise CheckpointError(
+                f"key {seed_key!r} has shape {list(value.shape)}, the model needs {list(seed_shape)}"
+            )
+        if not value.is_floating_point():
+            raise CheckpointError(f"key {seed_key!r} holds {value.dtype}, expected floating point")
+        converted[our_key] = value.reshape(target.shape).to(target.dtype)
+    for key in seed_state:
+        if key not in expected:
+            raise CheckpointError(f"unexpected key {key!r}")
+    return converted
+
+
+def _strip_data_parallel(state: dict) -> dict:
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def convert_generator(seed_state: dict, impl: str | None = "auto") -> StyledGenerator:
+    """A :class:`StyledGenerator` holding the seed ``StyledGenerator``'s state dict."""
+    seed_state = _strip_data_parallel(seed_state)
+    model = StyledGenerator(**_generator_config(seed_state), impl=impl)
+    model.load_state_dict(_converted_state(model, _generator_layout(model), seed_state))
+    return model
+
+
+def convert_discriminator(seed_state: dict, impl: str | None = "auto") -> Discriminator:
+    """A :class:`Discriminator` holding the seed ``Discriminator``'s state dict."""
+    seed_state = _strip_data_parallel(seed_state)
+    model = Discriminator(**_discriminator_config(seed_state), impl=impl)
+    model.load_state_dict(_converted_state(model, _discriminator_layout(model), seed_state))
+    return model
+
+
+def load_rosinality(path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
+    """Read a checkpoint of rosinality/style-based-gan-pytorch: ``train_step-N.model`` or ``NNNNNN.model``.
+
+    Returns ``{"generator", "discriminator", "g_running"}``, each a model of this project or ``None`` where the file
+    lacks it (an ``NNNNNN.model`` holds only ``g_running``). The optimizer states are not converted.
+    """
+    data = _read(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint of the seed")
+    if "generator.progression.0.conv1.input" in _strip_data_parallel(data):
+        return {"generator": None, "discriminator": None, "g_running": convert_generator(data, impl)}
+    if not any(name in data for name in MODEL_NAMES):
+        raise CheckpointError(
+            f"{path} is not a checkpoint of the seed: expected the keys {', '.join(MODEL_NAMES)} (train_step-N.model) "
+            "or a generator state dict (NNNNNN.model)"
+        )
+    converters = {"generator": convert_generator, "discriminator": convert_discriminator,
+                  "g_running": convert_generator}
+    models = {}
+    for name, convert in converters.items():
+        state = data.get(name)
+        if state is not None and not isinstance(state, dict):
+            raise CheckpointError(f"{path}: {name!r} holds a {type(state).__name__}, not a state dict")
+        try:
+            models[name] = None if state is None else convert(state, impl)
+        except CheckpointError as error:
+            raise CheckpointError(f"{path}: {name}: {error}") from error
+    return models
+
+
+def save(path, **models: nn.Module | None) -> None:
+    """Write this project's checkpoint: each given model's kind, configuration and state dict (atomically)."""
+    unknown = set(models) - set(MODEL_NAMES)
+    if unknown:
+        raise ValueError(f"models are named {', '.join(MODEL_NAMES)}, got {', '.join(sorted(unknown))}")
+    entries = {}
+    for name, model in models.items():
+        if model is None:
+            continue
+        kind = type(model).__name__
+        if kind not in _KINDS:
+            raise TypeError(f"{name} must be a StyledGenerator or a Discriminator, got {kind}")
+        entries[name] = {"kind": kind, "config": dict(model.config), "state_dict": model.state_dict()}
+    tmp = f"{os.fspath(path)}.tmp"
+    torch.save({"format": FORMAT, "version": VERSION, "models": entries}, tmp)
+    os.replace(tmp, path)
+
+
+def _check_state(model: nn.Module, state: dict) -> None:
+    expected = model.state_dict()
+    for key, target in expected.items():
+        value = _require(state, key)
+        if value.shape != target.shape:
+            raise CheckpointError(f"key {key!r} has shape {list(value.shape)}, the model needs {list(target.shape)}")
+    for key in state:
+        if key not in expected:
+            raise CheckpointError(f"unexpected key {key!r}")
+
+
+def load(path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
+    """Read a checkpoint written by :func:`save`: ``{"generator", "discriminator", "g_running"}``, ``None`` if absent.
+
+    Other top-level entries (a trainer's state) are left to their readers.
+    """
+    data = _read(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (for the seed's files use load_rosinality)")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"{path} has version {data.get('version')!r}; this code reads version {VERSION}")
+    models = dict.fromkeys(MODEL_NAMES)
+    for name, entry in data.get("models", {}).items():
+        if name not in MODEL_NAMES or not isinstance(entry, dict) or entry.get("kind") not in _KINDS:
+            raise CheckpointError(f"{path}: {name!r} is not a model entry of this project")
+        try:
+            model = _KINDS[entry["kind"]](**entry["config"], impl=impl)
+            _check_state(model, entry["state_dict"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: {name}: {error}") from error
+        model.load_state_dict(entry["state_dict"])
+        models[name] = model
+    return models

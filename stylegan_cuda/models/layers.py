@@ -1,0 +1,127 @@
+"""Equalized-learning-rate layers of the seed's StyleGAN, composed from this project's ops.
+
+Every weight is stored N(0, 1) and scaled at run time by ``sqrt(2 / fan_in)`` (the seed's ``EqualLR``); biases start
+at zero. A layer built with ``activate=True`` is followed by the seed's plain ``LeakyReLU(0.2)`` (no gain): the
+convolution runs without its bias and :func:`fused_bias_leaky_relu` adds the bias and applies the activation in one
+pass, the same function as the seed's convolution-with-bias followed by the activation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import fused_bias_leaky_relu
+from ..ops.dispatch import check_impl
+
+LEAKY_SLOPE = 0.2
+# The seed's nn.LeakyReLU has no gain.
+LEAKY_GAIN = 1.0
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Normalize each latent to unit mean square over dimension 1 (the seed's ``PixelNorm``)."""
+    return x / torch.sqrt(torch.mean(x * x, dim=1, keepdim=True) + eps)
+
+
+def box_filter_4x4(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 kernel ``[..., 3, 3]`` widened to 4x4: the mean of its four copies shifted by one pixel in x and y.
+
+    The seed's fused up- and downsampling convolve with this kernel at stride 2.
+    """
+    return F.avg_pool2d(F.pad(weight, [1, 1, 1, 1]), kernel_size=2, stride=1)
+
+
+class EqualizedLayer(nn.Module):
+    """Holds ``weight`` (N(0, 1)), ``bias`` (zeros) and the run-time gain ``sqrt(2 / fan_in)``.
+
+    Subclasses define :meth:`transform`, the linear map without (or with) the bias.
+    """
+
+    def __init__(self, weight_shape: tuple[int, ...], out_channels: int, fan_in: int, activate: bool = False,
+                 impl: str | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(weight_shape))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.gain = math.sqrt(2 / fan_in)
+        self.activate = activate
+        self.impl = check_impl(impl)
+
+    def scaled_weight(self) -> torch.Tensor:
+        return self.weight * self.gain
+
+    def transform(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        """``y + bias``, then the leaky ReLU when the layer activates (one fused op)."""
+        bias = self.bias.to(y.dtype)
+        if self.activate:
+            return fused_bias_leaky_relu(y, bias, LEAKY_SLOPE, LEAKY_GAIN, impl=self.impl)
+        return y + bias.view(1, -1, *([1] * (y.dim() - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activate:
+            return self.add_bias(self.transform(x))
+        return self.transform(x, self.bias)
+
+
+class EqualLinear(EqualizedLayer):
+    """``x @ W.T + b`` with ``W`` ``[out_dim, in_dim]``."""
+
+    def __init__(self, in_dim: int, out_dim: int, activate: bool = False, impl: str | None = None):
+        super().__init__((out_dim, in_dim), out_dim, in_dim, activate, impl)
+
+    def transform(self, x, bias=None):
+        return F.linear(x, self.scaled_weight(), bias)
+
+
+class EqualConv2d(EqualizedLayer):
+    """A stride-1 convolution, ``weight`` ``[out, in, k, k]``, zero padding ``padding``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
+                 activate: bool = False, impl: str | None = None):
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        super().__init__(shape, out_channels, in_channels * kernel_size**2, activate, impl)
+        self.padding = padding
+
+    def transform(self, x, bias=None):
+        return F.conv2d(x, self.scaled_weight(), bias, padding=self.padding)
+
+
+class FusedUpsample(EqualizedLayer):
+    """The seed's ``FusedUpsample``: a stride-2 transposed convolution with the 4x4 box-filtered 3x3 kernel.
+
+    ``weight`` is ``[in, out, 3, 3]`` (the transposed-convolution layout); ``H x W`` in, ``2H x 2W`` out.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, impl: str | None = None):
+        super().__init__((in_channels, out_channels, 3, 3), out_channels, in_channels * 9, False, impl)
+
+    def transform(self, x, bias=None):
+        return F.conv_transpose2d(x, box_filter_4x4(self.scaled_weight()), bias, stride=2, padding=1)
+
+
+class FusedDownsample(EqualizedLayer):
+    """The seed's ``FusedDownsample``: a stride-2 convolution with the 4x4 box-filtered 3x3 kernel.
+
+    ``weight`` is ``[out, in, 3, 3]``; ``H x W`` in, ``H/2 x W/2`` out.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, activate: bool = False, impl: str | None = None):
+        super().__init__((out_channels, in_channels, 3, 3), out_channels, in_channels * 9, activate, impl)
+
+    def transform(self, x, bias=None):
+        return F.conv2d(x, box_filter_4x4(self.scaled_weight()), bias, stride=2, padding=1)
+
+
+def set_impl(model: nn.Module, impl: str | None) -> nn.Module:
+    """Switch every op of ``model`` to ``impl`` (``"auto"``, ``"extension"``, ``"reference"``); returns ``model``."""
+    impl = check_impl(impl)
+    for module in model.modules():
+        if hasattr(module, "impl"):
+            module.impl = impl
+    return model

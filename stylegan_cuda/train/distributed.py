@@ -1,0 +1,130 @@
+"""Multi-process training with ``torch.distributed`` (launched by ``torchrun``), and the one-process case.
+
+Every rank holds the whole models. After each backward pass the gradients are averaged over the ranks with one
+all-reduce of a flat buffer (:func:`all_reduce_gradients`), so every rank takes the same optimizer step and the
+models stay identical without DDP (whose hooks do not fit the double backward of the gradient penalties nor a
+progressive network whose unused blocks change with the resolution). Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    enabled: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when a GPU is visible, else ``cpu``; ``cuda`` -> ``cuda:LOCAL_RANK``."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible (use --device cpu)")
+        if resolved.index is None:
+            resolved = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(resolved)
+    return resolved
+
+
+def init(device: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by ``torchrun`` (NCCL on GPUs, gloo on the CPU); else one process."""
+    if not launched_by_torchrun():
+        return DistInfo(), resolve_device(device)
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    resolved = resolve_device(device, local_rank)
+    if not dist.is_initialized():
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        kwargs = {"device_id": resolved} if resolved.type == "cuda" else {}
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
+    return DistInfo(rank, world_size, local_rank, True), resolved
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_reduce_gradients(parameters, info: DistInfo) -> None:
+    """Average the gradients of ``parameters`` over the ranks (those without a gradient are skipped: every rank
+    trains the same blocks, so every rank skips the same ones)."""
+    if not info.enabled or info.world_size == 1:
+        return
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat.div_(info.world_size)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+@torch.no_grad()
+def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's parameters and buffers to every rank."""
+    if not info.enabled or info.world_size == 1:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+@torch.no_grad()
+def check_in_sync(modules: dict, info: DistInfo) -> None:
+    """Raise if the ranks' parameters differ (compared through per-tensor sums, exactly)."""
+    if not info.enabled or info.world_size == 1:
+        return
+    for name, module in modules.items():
+        sums = torch.stack([p.detach().double().sum() for p in module.parameters()])
+        low, high = sums.clone(), sums.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise RuntimeError(f"distributed training diverged: the ranks' {name} parameters differ")
+
+
+def mean_over_ranks(values: dict, info: DistInfo) -> dict:
+    """The ranks' average of a dict of scalar tensors (one all-reduce)."""
+    if not info.enabled or info.world_size == 1 or not values:
+        return values
+    keys = sorted(values)
+    stacked = torch.stack([values[k].detach().float() for k in keys])
+    dist.all_reduce(stacked)
+    stacked /= info.world_size
+    return dict(zip(keys, stacked.unbind(0)))
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's ``obj``, in rank order (on every rank)."""
+    if not info.enabled or info.world_size == 1:
+        return [obj]
+    gathered = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered

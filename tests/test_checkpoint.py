@@ -1,0 +1,191 @@
+"""Loading the seed's checkpoints: the converted models compute the seed's function; bad files fail cleanly.
+
+The seed's models come from seed_reference.py, an independent re-implementation of the seed's model.py whose
+state dicts have the seed's exact keys and shapes.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import seed_reference as seed
+from stylegan_cuda import checkpoint
+from stylegan_cuda.checkpoint import CheckpointError, load_rosinality
+from stylegan_cuda.models import MAX_STEP, RESOLUTIONS, Discriminator, StyledGenerator
+from test_models import BATCH, CODE_DIM, TINY, assert_close_scaled, randomize
+
+SEED_TINY = dict(code_dim=CODE_DIM, n_mlp=3, **TINY)
+
+
+def seed_models(fused=True, from_rgb_activate=True):
+    generator = randomize(seed.StyledGenerator(fused=fused, **SEED_TINY))
+    discriminator = randomize(seed.Discriminator(fused=fused, from_rgb_activate=from_rgb_activate, **TINY), seed=1)
+    g_running = randomize(seed.StyledGenerator(fused=fused, **SEED_TINY), seed=2)
+    return generator, discriminator, g_running
+
+
+def write_train_step(path, generator, discriminator, g_running):
+    torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                "g_optimizer": {"state": {}, "param_groups": []}, "d_optimizer": {"state": {}, "param_groups": []},
+                "g_running": g_running.state_dict()}, path)
+
+
+def assert_generators_agree(ours, theirs, steps=range(MAX_STEP + 1)):
+    """Same images for the same latents and noise: one latent, random and explicit mixing, truncation, fade-in."""
+    code_dim = ours.config["code_dim"]
+    for step in steps:
+        gen = torch.Generator().manual_seed(step)
+        z = [torch.randn(BATCH, code_dim, generator=gen) for _ in range(2)]
+        noise = [torch.randn(BATCH, 1, r, r, generator=gen) for r in RESOLUTIONS[: step + 1]]
+        mean_style = theirs.mean_style(torch.randn(32, code_dim, generator=gen))
+        calls = [dict(input=z[0], alpha=0.5), dict(input=z[0], alpha=1),
+                 dict(input=z[0], alpha=0.3, mean_style=mean_style, style_weight=0.7)]
+        if step > 0:  # the seed cannot mix two styles at 4 px
+            calls += [dict(input=z, alpha=0.5), dict(input=z, alpha=1, mixing_range=(0, step // 2))]
+        if step > 5:  # 256 px and up are slow on a CPU: a fade-in with one latent and explicit mixing
+            calls = [calls[0], calls[-1]]
+        for kwargs in calls:
+            random.seed(step)
+            expected = theirs(noise=noise, step=step, **kwargs)
+            random.seed(step)
+            actual = ours(noise=noise, step=step, **kwargs)
+            assert_close_scaled(actual, expected, what=f"step {step} {sorted(kwargs)}")
+
+
+def assert_discriminators_agree(ours, theirs, steps=range(MAX_STEP + 1)):
+    for step in steps:
+        x = torch.randn(BATCH, 3, RESOLUTIONS[step], RESOLUTIONS[step], generator=torch.Generator().manual_seed(step))
+        for alpha in (0.5, 1):
+            assert_close_scaled(ours(x, step=step, alpha=alpha), theirs(x, step=step, alpha=alpha),
+                                what=f"step {step} alpha {alpha}")
+
+
+# Fused and not differ from 128 px up (steps 5-8): every step for the first, the differing ones for the second.
+@pytest.mark.parametrize("fused,from_rgb_activate,steps",
+                         [(True, True, range(MAX_STEP + 1)), (False, False, (1, 5, 7))])
+def test_train_step_file_reproduces_the_seed(tmp_path, fused, from_rgb_activate, steps):
+    generator, discriminator, g_running = seed_models(fused, from_rgb_activate)
+    path = tmp_path / "train_step-3.model"
+    write_train_step(path, generator, discriminator, g_running)
+    loaded = load_rosinality(path, impl="reference")
+    assert isinstance(loaded["generator"], StyledGenerator) and isinstance(loaded["discriminator"], Discriminator)
+    assert loaded["generator"].config == dict(fused=fused, **SEED_TINY)
+    assert loaded["discriminator"].config == dict(fused=fused, from_rgb_activate=from_rgb_activate, **TINY)
+    with torch.no_grad():
+        assert_generators_agree(loaded["generator"], generator, steps)
+        assert_generators_agree(loaded["g_running"], g_running, steps=(2,))
+        assert_discriminators_agree(loaded["discriminator"], discriminator, steps)
+
+
+def test_ema_only_file(tmp_path):
+    _, _, g_running = seed_models()
+    path = tmp_path / "010000.model"
+    torch.save(g_running.state_dict(), path)
+    loaded = load_rosinality(path, impl="reference")
+    assert loaded["generator"] is None and loaded["discriminator"] is None
+    with torch.no_grad():
+        assert_generators_agree(loaded["g_running"], g_running, steps=(3,))
+
+
+def test_seed_full_width_layout():
+    """The seed's published models: 139 generator keys, 72 discriminator keys, the defaults inferred."""
+    generator, discriminator = seed.StyledGenerator(), seed.Discriminator()
+    g_state, d_state = generator.state_dict(), discriminator.state_dict()
+    assert len(g_state) == 139 and len(d_state) == 72
+    assert g_state["generator.progression.5.conv1.0.weight"].shape == (256, 128, 3, 3)
+    assert g_state["generator.progression.1.conv1.2.weight_flip"].shape == (512, 1, 3, 3)
+    assert d_state["progression.8.conv1.0.conv.weight_orig"].shape == (512, 513, 3, 3)
+    assert d_state["progression.3.conv2.1.weight"].shape == (256, 256, 3, 3)
+    ours_g = checkpoint.convert_generator(g_state, impl="reference")
+    ours_d = checkpoint.convert_discriminator(d_state, impl="reference")
+    assert ours_g.config == StyledGenerator(impl="reference").config
+    assert ours_d.config == Discriminator(impl="reference").config
+    with torch.no_grad():
+        assert_generators_agree(ours_g, generator, steps=(1,))
+        assert_discriminators_agree(ours_d, discriminator, steps=(1,))
+
+
+def test_convert_command_and_own_format(tmp_path):
+    generator, discriminator, g_running = seed_models()
+    source, target = tmp_path / "train_step-2.model", tmp_path / "converted.pt"
+    write_train_step(source, generator, discriminator, g_running)
+    subprocess.run([sys.executable, "-m", "stylegan_cuda.convert", str(source), str(target)], check=True,
+                   capture_output=True)
+    loaded = checkpoint.load(target, impl="reference")
+    with torch.no_grad():
+        assert_generators_agree(loaded["generator"], generator, steps=(2,))
+        assert_generators_agree(loaded["g_running"], g_running, steps=(2,))
+        assert_discriminators_agree(loaded["discriminator"], discriminator, steps=(2,))
+    # A model of this project round-trips through save / load.
+    path = tmp_path / "own.pt"
+    checkpoint.save(path, discriminator=loaded["discriminator"])
+    again = checkpoint.load(path, impl="reference")
+    assert again["generator"] is None and again["g_running"] is None
+    for key, value in loaded["discriminator"].state_dict().items():
+        torch.testing.assert_close(again["discriminator"].state_dict()[key], value)
+
+
+class _NotATensor:
+    pass
+
+
+def _edited_generator_state(edit):
+    state = seed_models()[0].state_dict()
+    edit(state)
+    return state
+
+
+BAD_GENERATOR_STATES = {
+    "missing": (lambda s: s.pop("generator.progression.2.noise1.weight_orig"),
+                "missing key 'generator.progression.2.noise1.weight_orig'"),
+    "misshapen": (lambda s: s.__setitem__("generator.progression.3.conv2.conv.weight_orig", torch.zeros(8, 8, 1, 1)),
+                  "key 'generator.progression.3.conv2.conv.weight_orig' has shape"),
+    "unexpected": (lambda s: s.__setitem__("generator.extra", torch.zeros(1)), "unexpected key 'generator.extra'"),
+    "blur": (lambda s: s.__setitem__("generator.progression.1.conv1.2.weight", torch.ones(8, 1, 3, 3)),
+             "generator.progression.1.conv1.2.weight"),
+    "integer": (lambda s: s.__setitem__("style.1.linear.bias", torch.zeros(CODE_DIM, dtype=torch.long)),
+                "style.1.linear.bias"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GENERATOR_STATES))
+def test_bad_state_names_the_first_bad_key(tmp_path, case):
+    edit, message = BAD_GENERATOR_STATES[case]
+    path = tmp_path / "bad.model"
+    torch.save({"generator": _edited_generator_state(edit)}, path)
+    with pytest.raises(CheckpointError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_rosinality(path, impl="reference")
+
+
+def test_files_that_are_not_checkpoints(tmp_path):
+    cases = {
+        "tensor.pt": lambda p: torch.save(torch.zeros(3), p),
+        "other_dict.pt": lambda p: torch.save({"weights": torch.zeros(3)}, p),
+        "text.pt": lambda p: p.write_text("not a checkpoint"),
+        "pickled_object.pt": lambda p: torch.save({"generator": _NotATensor()}, p),
+    }
+    for name, write in cases.items():
+        path = tmp_path / name
+        write(path)
+        with pytest.raises(CheckpointError):
+            load_rosinality(path, impl="reference")
+        with pytest.raises(CheckpointError):
+            checkpoint.load(path, impl="reference")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_rosinality(tmp_path / "missing.model")
+
+
+def test_own_file_with_wrong_shapes(tmp_path):
+    path = tmp_path / "own.pt"
+    model = Discriminator(impl="reference", **TINY)
+    checkpoint.save(path, discriminator=model)
+    data = torch.load(path, weights_only=True)
+    data["models"]["discriminator"]["state_dict"]["linear.weight"] = torch.zeros(1, 3)
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="'linear.weight' has shape"):
+        checkpoint.load(path, impl="reference")

@@ -1,0 +1,146 @@
+"""generate.py: grids of the right sizes, resolution read from the checkpoint, truncation, seeds, the seed's files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import seed_reference
+from stylegan_cuda import checkpoint as ckpt
+from stylegan_cuda.data import prepare_database
+from stylegan_cuda.data.demo import write_demo_images
+from stylegan_cuda.generate import GenerateError, Sampler, load_generator, make_grid, parse_mixing_ranges
+from stylegan_cuda.generate.cli import main
+from stylegan_cuda.models import StyledGenerator
+from stylegan_cuda.train.trainer import Trainer, make_config
+
+TINY = dict(code_dim=16, n_mlp=2, channel_base=1024, max_channels=16)
+
+
+@pytest.fixture(scope="module")
+def train_checkpoint(tmp_path_factory):
+    """A train.py checkpoint at 16 px (after one iteration; the weights are random, the format is what counts)."""
+    root = tmp_path_factory.mktemp("gen")
+    images = root / "images"
+    write_demo_images(images)
+    prepare_database(images, root / "db", sizes=(16,), n_worker=1, stream=open(os.devnull, "w"))
+    config, _ = make_config([str(root / "db"), "--out", str(root / "run"), "--init_size", "16", "--max_size", "16",
+                             "--iterations", "1", "--batch", "2", "--device", "cpu", "--channel_base", "1024",
+                             "--max_channels", "16", "--code_dim", "16", "--n_mlp", "2"])
+    trainer = Trainer(config, log=lambda *a, **k: None)
+    trainer.run()
+    return root / "run" / "checkpoint" / "000001.pt"
+
+
+def size_of(path):
+    return Image.open(path).size
+
+
+def test_grid_layout():
+    images = torch.stack([torch.full((3, 4, 4), v) for v in (-1.0, 0.0, 1.0)])
+    grid = make_grid(images, ncol=2, padding=1, pad_value=7)
+    assert grid.shape == (1 + 2 * 5, 1 + 2 * 5, 3)
+    assert (grid[1:5, 1:5] == 0).all() and (grid[1:5, 6:10] == 128).all() and (grid[6:10, 1:5] == 255).all()
+    assert (grid[0] == 7).all() and (grid[6:10, 6:10] == 7).all()  # padding and the empty cell
+
+
+def test_writes_sample_and_mixing_grids(train_checkpoint, tmp_path, capsys):
+    assert main([str(train_checkpoint), "--out", str(tmp_path), "--n_row", "2", "--n_col", "3", "--n_mixing", "2",
+                 "--n_mean", "64", "--device", "cpu"]) == 0
+    assert "16 px" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.png", "sample_mixing_0.png", "sample_mixing_1.png"]
+    cell = 16 + 2
+    assert size_of(tmp_path / "sample.png") == (3 * cell + 2, 2 * cell + 2)
+    assert size_of(tmp_path / "sample_mixing_0.png") == (4 * cell + 2, 3 * cell + 2)
+    corner = np.array(Image.open(tmp_path / "sample_mixing_0.png"))[2:18, 2:18]
+    assert (corner == 0).all()  # the blank corner (-1, as the seed)
+
+    named = tmp_path / "named"
+    assert main([str(train_checkpoint), "--out", str(named), "--mixing_range", "all", "--n_mixing", "1",
+                 "--n_mean", "64", "--device", "cpu"]) == 0
+    # At 16 px only the coarse (4-8 px) and middle (16 px) blocks exist.
+    assert sorted(p.name for p in named.iterdir()) == ["sample.png", "sample_mixing_coarse_0.png",
+                                                       "sample_mixing_middle_0.png"]
+
+
+def test_same_seed_same_images_other_seed_other_images(train_checkpoint, tmp_path):
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert main([str(train_checkpoint), "--out", str(tmp_path / name), "--seed", seed, "--n_mixing", "0",
+                     "--n_mean", "64", "--device", "cpu"]) == 0
+    read = lambda name: np.array(Image.open(tmp_path / name / "sample.png"))  # noqa: E731
+    assert (read("a") == read("b")).all() and not (read("a") == read("c")).all()
+
+
+def test_truncation_zero_gives_one_image(train_checkpoint):
+    loaded = load_generator(train_checkpoint)
+    images = Sampler(loaded, truncation=0.0, n_mean=64).sample(5)
+    # Identical up to float rounding (a batch's last, unvectorized row rounds differently).
+    torch.testing.assert_close(images, images[:1].expand_as(images), atol=1e-5, rtol=0)
+    images = Sampler(loaded, truncation=0.7, n_mean=64).sample(5)
+    assert not torch.allclose(images[0], images[1])
+
+
+def test_mixing_every_block_gives_the_source(train_checkpoint):
+    loaded = load_generator(train_checkpoint)
+    grid = Sampler(loaded, truncation=0.7, n_mean=64).style_mixing(n_source=3, n_target=2, mixing_range=(0, 2))
+    assert grid.shape == (3 * 4, 3, 16, 16)
+    sources = grid[1:4]
+    for row in (1, 2):
+        torch.testing.assert_close(grid[4 * row + 1:4 * row + 4], sources)
+    grid = Sampler(loaded, n_mean=64).style_mixing(n_source=3, n_target=2, mixing_range=(0, 1))
+    assert not torch.allclose(grid[5:8], grid[1:4])  # the fine block keeps the target's style
+
+
+def test_size_from_checkpoint_and_mismatch(train_checkpoint, tmp_path, capsys):
+    assert load_generator(train_checkpoint).resolution == 16
+    assert load_generator(train_checkpoint, size=16).resolution == 16
+    assert main([str(train_checkpoint), "--out", str(tmp_path / "x"), "--size", "32", "--device", "cpu"]) == 2
+    assert "--size 32 does not match" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    # A model-only file does not record its resolution: --size is needed.
+    ckpt.save(tmp_path / "models.pt", g_running=StyledGenerator(**TINY))
+    with pytest.raises(GenerateError, match="pass --size"):
+        load_generator(tmp_path / "models.pt")
+    assert load_generator(tmp_path / "models.pt", size=32).resolution == 32
+
+
+def test_the_seed_files(tmp_path):
+    torch.manual_seed(0)
+    seed_generator = seed_reference.StyledGenerator(**TINY)
+    torch.save(seed_generator.state_dict(), tmp_path / "010000.model")
+    torch.save({"generator": seed_generator.state_dict(), "g_running": seed_generator.state_dict(),
+                "discriminator": seed_reference.Discriminator(channel_base=1024, max_channels=16).state_dict()},
+               tmp_path / "train_step-3.model")
+    assert load_generator(tmp_path / "train_step-3.model").resolution == 16  # trained through step 2
+    with pytest.raises(GenerateError, match="pass --size"):
+        load_generator(tmp_path / "010000.model")
+    loaded = load_generator(tmp_path / "010000.model", size=8)
+    sampler = Sampler(loaded, truncation=1.0)
+    latents = torch.randn(2, 16)
+    noise = [n.expand(2, -1, -1, -1) for n in sampler.fixed_noise]
+    expected = seed_generator(latents, noise=noise, step=1, alpha=1)
+    torch.testing.assert_close(sampler.images(latents), expected, atol=1e-4, rtol=1e-4)
+    assert main([str(tmp_path / "010000.model"), "--out", str(tmp_path / "out"), "--size", "8", "--n_mixing", "1",
+                 "--n_mean", "64", "--device", "cpu"]) == 0
+
+
+def test_bad_inputs(train_checkpoint, tmp_path, capsys):
+    def error_of(argv):
+        assert main(argv + ["--out", str(tmp_path / "never"), "--device", "cpu"]) == 2
+        return capsys.readouterr().err
+
+    assert "no checkpoint file" in error_of([str(tmp_path / "missing.pt")])
+    (tmp_path / "junk.pt").write_text("junk")
+    assert "not a PyTorch checkpoint" in error_of([str(tmp_path / "junk.pt")])
+    torch.save({"discriminator": seed_reference.Discriminator(channel_base=1024, max_channels=16).state_dict()},
+               tmp_path / "d_only.model")
+    assert "holds no generator" in error_of([str(tmp_path / "d_only.model"), "--size", "8"])
+    assert "blocks 4-8 do not exist at 16 px" in error_of([str(train_checkpoint), "--mixing_range", "fine"])
+    assert "expected LO,HI" in error_of([str(train_checkpoint), "--mixing_range", "big"])
+    assert "--n_row must be >= 1" in error_of([str(train_checkpoint), "--n_row", "0"])
+    assert not (tmp_path / "never").exists()
+    assert parse_mixing_ranges(["0,1", "middle"], step=3) == [("0-1", (0, 1)), ("middle", (2, 3))]

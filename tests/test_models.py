@@ -1,0 +1,299 @@
+"""The generator and the discriminator: impl="extension" against impl="reference", outputs and every gradient.
+
+Tiny widths (``channel_base=1024, max_channels=8``: 8 channels up to 128 px, then 4, 2, 1) so that every step from
+0 (4 px) to 8 (1024 px) runs in seconds on a CPU. That the reference path is the seed's function is tested in
+test_checkpoint.py, against an independent re-implementation of the seed (seed_reference.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+
+from stylegan_cuda.models import MAX_STEP, RESOLUTIONS, Discriminator, StyledGenerator, set_impl
+from stylegan_cuda.ops.build import ExtensionBuildError, load_extension
+from stylegan_cuda.train import make_optimizers, r1_penalty, train_step
+
+TINY = dict(channel_base=1024, max_channels=8)
+CODE_DIM = 16
+BATCH = 2
+STEPS = list(range(MAX_STEP + 1))
+
+
+def _missing_kernels() -> str | None:
+    try:
+        load_extension()
+    except ExtensionBuildError as error:
+        return f"the extension does not build: {error}"
+    missing = [op for op in ("bias_act", "upfirdn2d", "adain_noise") if not hasattr(torch.ops.stylegan_cuda, op)]
+    return f"kernels not in this build: {', '.join(missing)}" if missing else None
+
+
+MISSING_KERNELS = _missing_kernels()
+needs_kernels = pytest.mark.skipif(MISSING_KERNELS is not None, reason=str(MISSING_KERNELS))
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter redrawn (noise weights and AdaIN biases included) so that no path is trivially zero."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5 + 0.25)
+    return model
+
+
+def tiny_generator(fused=True, impl="reference", **kwargs) -> StyledGenerator:
+    return randomize(StyledGenerator(code_dim=CODE_DIM, n_mlp=2, fused=fused, impl=impl, **TINY, **kwargs))
+
+
+def tiny_discriminator(fused=True, from_rgb_activate=True, impl="reference") -> Discriminator:
+    return randomize(Discriminator(fused=fused, from_rgb_activate=from_rgb_activate, impl=impl, **TINY), seed=1)
+
+
+def assert_close_scaled(actual, expected, tol=2e-4, what="") -> None:
+    """``max |actual - expected| <= tol * max(1, max |expected|)``: float32 agreement at the tensor's own scale."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    scale = max(1.0, expected.abs().max().item())
+    error = (actual.double() - expected.double()).abs().max().item()
+    assert error <= tol * scale, f"{what}: max error {error:.3g} > {tol:.1g} x {scale:.3g}"
+
+
+def generator_inputs(step, variant, device="cpu", generator=None):
+    """``(args, kwargs)`` of a generator call: latents, noise and one of the styling variants."""
+    gen = torch.Generator().manual_seed(100 + step)
+    z = [torch.randn(BATCH, CODE_DIM, generator=gen).to(device) for _ in range(2)]
+    noise = [torch.randn(BATCH, 1, r, r, generator=gen).to(device) for r in RESOLUTIONS[: step + 1]]
+    kwargs = {"noise": noise}
+    if variant == "one":
+        return (z[0],), kwargs
+    if variant == "mixing":
+        return (z,), {**kwargs, "mixing_range": (0, max(step - 1, 0))}
+    if variant == "truncation":
+        mean_style = generator.mean_style(torch.randn(64, CODE_DIM, generator=gen).to(device)).detach()
+        return (z[0],), {**kwargs, "mean_style": mean_style, "style_weight": 0.7}
+    raise ValueError(variant)
+
+
+def cast(value, like: torch.nn.Module):
+    """``value`` with every floating-point tensor in it (lists, tuples, dicts) on ``like``'s dtype and device."""
+    if isinstance(value, torch.Tensor):
+        param = next(like.parameters())
+        return value.to(param.device, param.dtype) if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(cast(v, like) for v in value)
+    if isinstance(value, dict):
+        return {k: cast(v, like) for k, v in value.items()}
+    return value
+
+
+def _parameter_grads(loss, model, create_graph=False):
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True, create_graph=create_graph)
+    return {n: g.detach() for (n, _), g in zip(named, grads) if g is not None}
+
+
+def projected(call):
+    """A run: ``call(model)``'s output and the parameter gradients of a fixed random projection of it."""
+    def run(model):
+        out = call(model)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out)
+        return {"output": out.detach(), **_parameter_grads((out * weights).sum(), model)}
+    return run
+
+
+def assert_same_function(model, run, device="cpu", tol=2e-4):
+    """``run`` (output and gradients) with impl="extension" equals it with impl="reference", tensor by tensor.
+
+    Float32 agreement at each tensor's scale; where that fails, the float64 reference decides (flash-attention's
+    rule): the extension's error against it may be at most twice the float32 reference's own error. Second-order
+    gradients through leaky ReLU kinks are ill-conditioned in float32 whatever the implementation.
+    """
+    reference = run(set_impl(copy.deepcopy(model), "reference").to(device))
+    extension = run(set_impl(copy.deepcopy(model), "extension").to(device))
+    assert extension.keys() == reference.keys()
+    truth = None
+    for name, expected in reference.items():
+        actual = extension[name]
+        assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+        scale = max(1.0, expected.abs().max().item())
+        if (actual - expected).abs().max().item() <= tol * scale:
+            continue
+        if truth is None:
+            truth = run(set_impl(copy.deepcopy(model), "reference").to(device, torch.float64))
+        extension_error = (actual.double() - truth[name]).abs().max().item()
+        reference_error = (expected.double() - truth[name]).abs().max().item()
+        assert extension_error <= 2 * reference_error + 1e-5 * scale, (
+            f"{name}: extension error {extension_error:.3g} against float64, float32 reference's {reference_error:.3g}"
+        )
+
+
+# One latent with a fade-in, two latents mixed at a fixed range, truncation; fused and not (from 128 px up).
+# Above 64 px (steps 5-8, slow on a CPU) two of the three per step, alternating.
+GENERATOR_VARIANTS = (("one", 0.5, True), ("mixing", 1.0, False), ("truncation", 0.3, False), ("truncation", 1.0, True))
+GENERATOR_CASES = [(step, *GENERATOR_VARIANTS[k]) for step in STEPS
+                   for k in ((0, 1, 2) if step <= 4 else ((0, 2) if step % 2 else (1, 3)))]
+
+
+@needs_kernels
+@pytest.mark.parametrize("step,variant,alpha,fused", GENERATOR_CASES,
+                         ids=[f"step{s}-{v}-a{a}-{'fused' if f else 'nearest'}" for s, v, a, f in GENERATOR_CASES])
+def test_generator_extension_matches_reference(step, variant, alpha, fused, device):
+    generator = tiny_generator(fused)
+    args, kwargs = generator_inputs(step, variant, generator=generator)
+    assert_same_function(generator, projected(lambda g: g(*cast(args, g), step=step, alpha=alpha, **cast(kwargs, g))),
+                         device)
+
+
+# A fade-in and alpha = 1, fused (from 128 px up) and average-pooled, from-RGB with and without activation.
+# Above 128 px (steps 6-8, slow on a CPU) one of the two per step, alternating.
+DISCRIMINATOR_VARIANTS = ((0.5, True, True), (1.0, False, False), (1.0, True, True), (0.5, False, True))
+DISCRIMINATOR_CASES = [(step, *DISCRIMINATOR_VARIANTS[k]) for step in STEPS
+                       for k in (((0, 1) if step % 2 else (2, 3)) if step <= 5 else (step % 4,))]
+
+
+def r1_run(x, step, alpha):
+    """A run: the scores, their gradient with respect to the input, and the R1 penalty's parameter gradients."""
+    def run(discriminator):
+        real = cast(x, discriminator).requires_grad_(True)
+        scores = discriminator(real, step=step, alpha=alpha)
+        (grad_x,) = torch.autograd.grad(scores.sum(), real, create_graph=True)
+        penalty = r1_penalty(scores, real)
+        return {"scores": scores.detach(), "grad_x": grad_x.detach(), **_parameter_grads(penalty, discriminator)}
+    return run
+
+
+@needs_kernels
+@pytest.mark.parametrize("step,alpha,fused,activate", DISCRIMINATOR_CASES,
+                         ids=[f"step{s}-a{a}-{'fused' if f else 'pooled'}-{'act' if r else 'linear'}rgb"
+                              for s, a, f, r in DISCRIMINATOR_CASES])
+def test_discriminator_extension_matches_reference(step, alpha, fused, activate, device):
+    discriminator = tiny_discriminator(fused, activate)
+    size = RESOLUTIONS[step]
+    x = torch.randn(BATCH, 3, size, size, generator=torch.Generator().manual_seed(step))
+    assert_same_function(discriminator, projected(lambda d: d(cast(x, d), step=step, alpha=alpha)), device)
+    assert_same_function(discriminator, r1_run(x, step, alpha), device)
+
+
+@pytest.mark.parametrize("impl", ["reference", pytest.param("extension", marks=needs_kernels)])
+def test_random_crossover_matches_explicit_range(impl):
+    """Mixing regularization: the crossover the seed draws with Python's random, replayed as a mixing_range."""
+    generator = tiny_generator(impl=impl)
+    step = 4
+    z = [torch.randn(BATCH, CODE_DIM), torch.randn(BATCH, CODE_DIM)]
+    noise = generator.make_noise(BATCH, step)
+    random.seed(3)
+    crossover = random.sample(range(step), 1)[0]
+    random.seed(3)
+    mixed = generator(z, noise=noise, step=step)
+    explicit = generator(z, noise=noise, step=step, mixing_range=(crossover + 1, MAX_STEP))
+    torch.testing.assert_close(mixed, explicit)
+    assert not torch.allclose(mixed, generator(z[0], noise=noise, step=step))
+
+
+def test_generator_shapes_widths_and_defaults():
+    generator = StyledGenerator(impl="reference")
+    widths = [block.adain1.channels for block in generator.synthesis.blocks]
+    assert widths == [512, 512, 512, 512, 256, 128, 64, 32, 16]
+    upsampling = [block.upsample for block in generator.synthesis.blocks]
+    assert upsampling == [None] + ["nearest"] * 4 + ["fused"] * 4
+    assert [b.upsample for b in StyledGenerator(fused=False, **TINY).synthesis.blocks][5:] == ["nearest"] * 4
+    small = tiny_generator()
+    for step in (0, 3):
+        image = small(torch.randn(3, CODE_DIM), step=step)
+        assert image.shape == (3, 3, RESOLUTIONS[step], RESOLUTIONS[step])
+    assert small.mean_style(torch.randn(10, CODE_DIM)).shape == (1, CODE_DIM)
+
+
+def test_discriminator_widths():
+    discriminator = Discriminator(impl="reference")
+    assert [rgb.weight.shape[0] for rgb in discriminator.from_rgb] == [16, 32, 64, 128, 256, 512, 512, 512, 512]
+    assert [block.fused for block in discriminator.blocks[:MAX_STEP]] == [True] * 4 + [False] * 4
+    assert discriminator.blocks[MAX_STEP].conv1.weight.shape == (512, 513, 3, 3)
+
+
+def test_bad_arguments():
+    generator, discriminator = tiny_generator(), tiny_discriminator()
+    with pytest.raises(ValueError, match="step"):
+        generator(torch.randn(1, CODE_DIM), step=9)
+    with pytest.raises(ValueError, match="noise maps"):
+        generator(torch.randn(1, CODE_DIM), noise=[torch.randn(1, 1, 4, 4)], step=1)
+    with pytest.raises(ValueError, match=r"\[N, 3, 8, 8\]"):
+        discriminator(torch.randn(1, 3, 16, 16), step=1)
+    with pytest.raises(ValueError, match="channel_base"):
+        StyledGenerator(channel_base=512, max_channels=8)
+    with pytest.raises(ValueError, match="impl"):
+        Discriminator(impl="cuda", **TINY)
+
+
+def _autocast_run(impl, dtype, device):
+    generator = tiny_generator(impl=impl).to(device)
+    discriminator = tiny_discriminator(impl=impl).to(device)
+    args, kwargs = generator_inputs(3, "one", device)
+    with torch.autocast(device_type=device, dtype=dtype):
+        image = generator(*args, step=3, alpha=0.5, **kwargs)
+        scores = discriminator(image, step=3, alpha=0.5)
+    scores.float().sum().backward()
+    return image.float(), scores.float(), generator.synthesis.blocks[1].conv1.weight.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("impl", ["reference", pytest.param("extension", marks=needs_kernels)])
+def test_autocast(impl, dtype, device):
+    image, scores, grad = _autocast_run(impl, dtype, device)
+    reference = tiny_generator(impl="reference").to(device)
+    args, kwargs = generator_inputs(3, "one", device)
+    expected = reference(*args, step=3, alpha=0.5, **kwargs)
+    assert torch.isfinite(image).all() and torch.isfinite(scores).all() and torch.isfinite(grad).all()
+    # Low precision through 8 normalized layers: agreement to a few percent of the image's scale.
+    assert_close_scaled(image, expected, tol=0.1, what=f"{dtype} image")
+
+
+@needs_kernels
+def test_channels_last(device):
+    generator = tiny_generator(impl="extension").to(device)
+    discriminator = tiny_discriminator(impl="extension").to(device)
+    args, kwargs = generator_inputs(3, "one", device)
+    image = generator(*args, step=3, alpha=0.5, **kwargs)
+    scores = discriminator(image, step=3, alpha=0.5)
+    generator_cl = copy.deepcopy(generator).to(memory_format=torch.channels_last)
+    discriminator_cl = copy.deepcopy(discriminator).to(memory_format=torch.channels_last)
+    image_cl = generator_cl(*args, step=3, alpha=0.5, **kwargs)
+    scores_cl = discriminator_cl(image.contiguous(memory_format=torch.channels_last), step=3, alpha=0.5)
+    assert_close_scaled(image_cl, image, what="channels_last image")
+    assert_close_scaled(scores_cl, scores, what="channels_last scores")
+
+
+@pytest.mark.parametrize("impl", ["reference", pytest.param("extension", marks=needs_kernels)])
+def test_torch_compile(impl):
+    generator, discriminator = tiny_generator(impl=impl), tiny_discriminator(impl=impl)
+    args, kwargs = generator_inputs(2, "one")
+
+    def run(g, d):
+        image = g(*args, step=2, alpha=0.5, **kwargs)
+        return image, d(image, step=2, alpha=0.5)
+
+    eager = run(generator, discriminator)
+    compiled = run(torch.compile(generator), torch.compile(discriminator))
+    for actual, expected in zip(compiled, eager):
+        assert_close_scaled(actual, expected, what="compiled")
+
+
+@pytest.mark.parametrize("impl", ["reference", pytest.param("extension", marks=needs_kernels)])
+def test_train_step_updates_both_networks(impl, device):
+    # The seed's initialization: randomized weights would saturate the softplus losses.
+    generator = StyledGenerator(code_dim=CODE_DIM, n_mlp=2, impl=impl, **TINY).to(device)
+    discriminator = Discriminator(impl=impl, **TINY).to(device)
+    g_running = copy.deepcopy(generator)
+    g_optimizer, d_optimizer = make_optimizers(generator, discriminator)
+    before = [copy.deepcopy(m.state_dict()) for m in (generator, discriminator, g_running)]
+    real = torch.randn(BATCH, 3, 16, 16, device=device)
+    losses = train_step(generator, discriminator, g_optimizer, d_optimizer, real, step=2, alpha=0.5,
+                        g_running=g_running)
+    assert all(map(torch.isfinite, map(torch.tensor, (losses.d_loss, losses.r1, losses.g_loss))))
+    for model, state in zip((generator, discriminator, g_running), before):
+        changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
+        assert changed, f"{type(model).__name__} did not change"
+    assert all(p.requires_grad for p in discriminator.parameters())

@@ -1,0 +1,264 @@
+"""train.py: progressive growing, both losses, exact resume, atomic checkpoints, torchrun with gloo, bad input.
+
+Tiny networks (16 channels, 16-dim codes) on a tiny LMDB of the demo images at 8 and 16 px, on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import seed_reference
+from stylegan_cuda import checkpoint as ckpt
+from stylegan_cuda.data import prepare_database
+from stylegan_cuda.data.demo import write_demo_images
+from stylegan_cuda.models import StyledGenerator
+from stylegan_cuda.train import trainer as trainer_module
+from stylegan_cuda.train.schedule import SCHED_BATCH, SCHED_LR, Progress, Schedule
+from stylegan_cuda.train.trainer import ResumableBatches, TrainError, Trainer, main, make_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--channel_base", "1024", "--max_channels", "16", "--code_dim", "16", "--n_mlp", "2"]
+
+
+@pytest.fixture(scope="module")
+def lmdb_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    images = root / "images"
+    images.mkdir()
+    write_demo_images(images)
+    for path in sorted(images.iterdir())[6:]:
+        path.unlink()  # 6 images are enough
+    db = root / "db"
+    prepare_database(images, db, sizes=(8, 16), n_worker=1, stream=open(os.devnull, "w"))
+    return db
+
+
+def args_for(db, out, *extra, iterations=8, loss="r1"):
+    return [str(db), "--out", str(out), "--iterations", str(iterations), "--phase", "8", "--batch", "4",
+            "--init_size", "8", "--max_size", "16", "--loss", loss, "--mixing", "--log_every", "2",
+            "--sample_every", "4", "--save_every", "4", "--device", "cpu", *TINY, *extra]
+
+
+def run_trainer(argv) -> tuple[Trainer, dict]:
+    config, resume = make_config(argv)
+    trainer = Trainer(config, resume, log=lambda *a, **k: None)
+    losses = {}
+    trainer.on_iteration = lambda it, values: losses.__setitem__(it, values)
+    trainer.run()
+    return trainer, losses
+
+
+# ------------------------------------------------------------------------------------------------- schedule
+
+
+def test_schedule_follows_the_seed():
+    schedule = Schedule(phase=10, init_size=8, max_size=16, batch=4)
+    progress = Progress.start(schedule)
+    seen = []
+    for _ in range(14):
+        alpha, stepped = progress.begin_iteration(schedule)
+        seen.append((progress.resolution, round(alpha, 3), stepped))
+        progress.end_iteration(4)
+    # 8 px is not faded in; step up at the first iteration finding used_sample > 2 * phase, at alpha 0.
+    assert seen[:6] == [(8, 1.0, False)] * 6
+    assert seen[6] == (16, 0.0, True)
+    assert seen[7] == (16, 0.5, False)  # (4 + 1) / 10
+    assert seen[8][1] == 0.9 and seen[9][1] == 1.0
+    # Past max_size: final, alpha 1, no new resolution.
+    assert seen[12] == (16, 1.0, False) and progress.final
+
+
+def test_lr_flag_is_not_overwritten():
+    assert Schedule(lr=0.005).lr_at(8) == 0.005 and Schedule(lr=0.005).lr_at(256) == 0.005
+    sched = Schedule(lr=0.005, sched=True, batch=7)
+    assert sched.lr_at(256) == SCHED_LR[256] and sched.lr_at(8) == 0.005
+    assert sched.batch_at(16) == SCHED_BATCH[16] and sched.batch_at(512) == 7
+    with pytest.raises(ValueError, match="init_size 32 is larger"):
+        Schedule(init_size=32, max_size=16)
+    with pytest.raises(ValueError, match="resolution must be one of"):
+        Schedule(init_size=12)
+
+
+def test_batches_cover_epochs_and_resume_mid_stream():
+    stream = ResumableBatches(length=5, batch=3, seed=1, resolution=8)
+    it = iter(stream)
+    batches = [next(it) for _ in range(4)]
+    flat = [k for b in batches for k in b]
+    assert sorted(k // 2 for k in flat[:5]) == list(range(5))  # an epoch is a permutation
+    resumed = iter(ResumableBatches(length=5, batch=3, seed=1, resolution=8, position=6))
+    assert [next(resumed) for _ in range(2)] == batches[2:]
+    ranks = [ResumableBatches(5, 3, 1, 8, rank=r, world_size=2).epoch_keys(0) for r in range(2)]
+    assert set(k // 2 for k in torch.cat(ranks).tolist()) == set(range(5))  # 5 images padded to 2 x 3
+    assert len(ranks[0]) == len(ranks[1]) == 3
+
+
+# -------------------------------------------------------------------------------------------------- training
+
+
+def test_r1_run_steps_up_and_writes_everything(lmdb_path, tmp_path):
+    out = tmp_path / "out" / "nested"  # created by train.py
+    trainer, losses = run_trainer(args_for(lmdb_path, out, "--lr", "0.002"))
+    assert trainer.progress.resolution == 16 and trainer.iteration == 8
+    assert all(torch.isfinite(torch.tensor(list(v.values()))).all() for v in losses.values())
+    assert [losses[i]["alpha"] for i in (5, 6, 7)] == [1.0, 0.0, 0.625]  # 8 px done after 5 x 4 > 16 images
+    assert trainer.g_optimizer.param_groups[0]["lr"] == 0.002  # --lr applies (the seed's bug)
+    assert trainer.g_optimizer.param_groups[1]["lr"] == pytest.approx(0.002 * 0.01)
+    names = sorted(p.name for p in (out / "checkpoint").iterdir())
+    assert names == ["000004.pt", "000005.pt", "000008.pt"]  # every 4, and the end of 8 px
+    assert sorted(p.name for p in (out / "sample").iterdir()) == ["000004.png", "000008.png"]
+    from PIL import Image
+    assert Image.open(out / "sample" / "000004.png").size == (10 * 10 + 2, 5 * 10 + 2)  # 8 px, 10 x 5
+    assert Image.open(out / "sample" / "000008.png").size == (10 * 18 + 2, 5 * 18 + 2)
+    data = torch.load(out / "checkpoint" / "000005.pt", weights_only=True)
+    assert data["training"]["progress"] == {"step": 1, "used_sample": 20, "final": False, "fade_init": False}
+    models = ckpt.load(out / "checkpoint" / "000008.pt")  # the model engineer's loader reads it
+    assert models["g_running"].config["code_dim"] == 16
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_wgan_gp_run(lmdb_path, tmp_path):
+    trainer, losses = run_trainer(args_for(lmdb_path, tmp_path, iterations=3, loss="wgan-gp"))
+    assert trainer.iteration == 3
+    assert all(v["penalty"] >= 0 and torch.isfinite(torch.tensor(v["d"])) for v in losses.values())
+
+
+@pytest.mark.parametrize("amp", ["bf16"])
+def test_mixed_precision_on_cpu(lmdb_path, tmp_path, amp):
+    trainer, losses = run_trainer(args_for(lmdb_path, tmp_path, "--amp", amp, iterations=2))
+    assert all(torch.isfinite(torch.tensor(list(v.values()))).all() for v in losses.values())
+
+
+def test_resume_continues_exactly(lmdb_path, tmp_path):
+    full, full_losses = run_trainer(args_for(lmdb_path, tmp_path / "a"))
+    # Resume from iteration 4 (8 px): the next iterations step up to 16 px at the same point, same losses.
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for name in ("000005.pt", "000008.pt"):
+        (tmp_path / "b" / "checkpoint" / name).unlink()
+    config, resume = make_config(["--resume", str(tmp_path / "b"), "--out", str(tmp_path / "b")])
+    assert resume.path.name == "000004.pt"  # the latest in the folder
+    assert config.loss == "r1" and config.phase == 8 and config.code_dim == 16  # options from the checkpoint
+    resumed = Trainer(config, resume, log=lambda *a, **k: None)
+    assert (resumed.iteration, resumed.progress.step, resumed.progress.used_sample) == (4, 1, 16)
+    losses = {}
+    resumed.on_iteration = lambda it, values: losses.__setitem__(it, values)
+    resumed.run()
+    assert sorted(losses) == [5, 6, 7, 8]
+    for it in losses:
+        assert losses[it] == full_losses[it], it
+    assert resumed.progress == full.progress
+    for name in ("generator", "discriminator", "g_running"):
+        a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_checkpoint_write_is_atomic(lmdb_path, tmp_path, monkeypatch):
+    trainer, _ = run_trainer(args_for(lmdb_path, tmp_path, iterations=1))
+    path = tmp_path / "checkpoint" / "000001.pt"
+    before = path.read_bytes()
+
+    def broken_save(obj, handle, *args, **kwargs):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint()
+    assert path.read_bytes() == before  # the old file is intact, no temporary file is left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["000001.pt"]
+
+
+def test_resume_from_a_seed_checkpoint_starts_from_its_weights(lmdb_path, tmp_path):
+    torch.manual_seed(0)
+    widths = dict(channel_base=1024, max_channels=16)
+    generator = seed_reference.StyledGenerator(code_dim=16, n_mlp=2, **widths)
+    discriminator = seed_reference.Discriminator(**widths)
+    path = tmp_path / "train_step-1.model"  # the seed moved to step 1 (8 px)
+    torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                "g_running": generator.state_dict(), "g_optimizer": {}, "d_optimizer": {}}, path)
+    config, resume = make_config(args_for(lmdb_path, tmp_path / "out", iterations=1)[:1] +
+                                 ["--resume", str(path), "--out", str(tmp_path / "out"), "--iterations", "1",
+                                  "--max_size", "16", "--device", "cpu"])
+    assert config.init_size == 8 and config.code_dim == 16 and config.max_channels == 16
+    trainer = Trainer(config, resume, log=lambda *a, **k: None)
+    assert trainer.progress.fade_init and trainer.progress.alpha(trainer.schedule) < 1  # the seed fades in
+    converted = ckpt.load_rosinality(path)["generator"].state_dict()
+    assert all(torch.equal(converted[k], v) for k, v in trainer.generator.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_give_clear_errors(lmdb_path, tmp_path, capsys):
+    def error_of(argv):
+        assert main(argv) == 2
+        return capsys.readouterr().err
+
+    assert "no database at" in error_of(args_for(tmp_path / "missing", tmp_path / "o"))
+    assert "needs 32 px too" in error_of(args_for(lmdb_path, tmp_path / "o", "--max_size", "32"))
+    assert "no dataset given" in error_of(["--out", str(tmp_path / "o")])
+    assert "no such file" in error_of(["--resume", str(tmp_path / "nothing.pt")])
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    assert "not a PyTorch checkpoint" in error_of(["--resume", str(tmp_path / "junk.pt")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "holds no checkpoint" in error_of(["--resume", str(empty)])
+
+    # EMA-only files: this project's and the seed's NNNNNN.model.
+    ema = StyledGenerator(code_dim=16, n_mlp=2, channel_base=1024, max_channels=16)
+    ckpt.save(tmp_path / "ema.pt", g_running=ema)
+    assert "holds only the EMA generator" in error_of(["--resume", str(tmp_path / "ema.pt")])
+    seed_ema = seed_reference.StyledGenerator(code_dim=16, n_mlp=2, channel_base=1024, max_channels=16)
+    torch.save(seed_ema.state_dict(), tmp_path / "010000.model")
+    message = error_of(["--resume", str(tmp_path / "010000.model")])
+    assert "holds only the EMA generator" in message and "generate.py" in message
+
+    run_trainer(args_for(lmdb_path, tmp_path / "run", iterations=1))
+    last = str(tmp_path / "run" / "checkpoint" / "000001.pt")
+    assert "--max_channels 32 differs from the checkpoint's 16" in error_of(["--resume", last, "--max_channels", "32"])
+    assert not (tmp_path / "o").exists()  # nothing written on bad input
+    with pytest.raises(TrainError, match="multiple of the number of processes"):
+        config, _ = make_config(args_for(lmdb_path, tmp_path / "o", "--batch", "3"))
+        Trainer(config, info=trainer_module.DistInfo(rank=0, world_size=2, enabled=False))
+
+
+# ------------------------------------------------------------------------------------------------ distributed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_run(lmdb_path, tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(REPO / "train.py"),
+               *args_for(lmdb_path, out, iterations=6)]
+    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    try:
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    except subprocess.TimeoutExpired:
+        pytest.skip("torchrun with 2 gloo processes did not finish in 150 s on this machine")
+    output = result.stdout + result.stderr
+    if result.returncode != 0 and any(s in output for s in ("EADDRINUSE", "Address already in use",
+                                                           "Connection refused", "RendezvousConnectionError")):
+        pytest.skip(f"torchrun could not start its rendezvous here: {output[-500:]}")
+    assert result.returncode == 0, output[-3000:]
+    assert output.count("training 8 -> 16 px on cpu x2") == 1  # only rank 0 logs
+    assert "now at 16 px" in output
+    data = torch.load(out / "checkpoint" / "000006.pt", weights_only=True)
+    training = data["training"]
+    assert training["world_size"] == 2 and len(training["rng"]) == 2
+    # The global batch of 4 is split 2 + 2; the schedule counts all of it.
+    assert training["progress"]["step"] == 2 and training["progress"]["used_sample"] == 4
+    assert training["iteration"] == 6
