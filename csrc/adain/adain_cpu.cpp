@@ -19,19 +19,22 @@ namespace {
 // Channels handled together by one channels_last task: one row of them is a few cache lines.
 constexpr int64_t kChannelBlock = 64;
 
+// Plane sums are accumulated in double: a float32 running sum over a 1024x1024 plane loses the gradients' precision.
+using sum_t = double;
+
 // {sum of terms[k](i) for i < n} for each k, in one pass, each sum accumulated in independent lanes so that the
 // loop vectorizes.
 template <typename acc_t, typename... Terms, size_t... K>
 std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, std::index_sequence<K...>, const Terms&... terms) {
   constexpr int kLanes = 16;
-  acc_t lanes[sizeof...(Terms)][kLanes] = {};
+  sum_t lanes[sizeof...(Terms)][kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (int l = 0; l < kLanes; ++l) ((lanes[K][l] += terms(i + l)), ...);
-  std::array<acc_t, sizeof...(Terms)> totals{};
+  std::array<sum_t, sizeof...(Terms)> totals{};
   for (; i < n; ++i) ((totals[K] += terms(i)), ...);
   for (int l = 0; l < kLanes; ++l) ((totals[K] += lanes[K][l]), ...);
-  return totals;
+  return {static_cast<acc_t>(totals[K])...};
 }
 
 template <typename acc_t, typename... Terms>
@@ -144,7 +147,8 @@ void channels_last_blocks(const AdainParams& p) {
   at::parallel_for(0, p.batch * blocks, grain, [&](int64_t lo, int64_t hi) {
     // Per channel of the block: noise weight, h[0], statistics, the two sums of a pass, y = scale * s + offset.
     acc_t w[kChannelBlock], first[kChannelBlock], mean[kChannelBlock], rstd[kChannelBlock];
-    acc_t sum_a[kChannelBlock], sum_b[kChannelBlock], scale[kChannelBlock], offset[kChannelBlock];
+    acc_t scale[kChannelBlock], offset[kChannelBlock];
+    sum_t sum_a[kChannelBlock], sum_b[kChannelBlock];
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock, width = std::min(kChannelBlock, C - c0);
       const int64_t row0 = n * M;  // the row of (n, pixel 0); a row holds C channels
@@ -154,7 +158,7 @@ void channels_last_blocks(const AdainParams& p) {
         w[c] = static_cast<acc_t>(t.noise_weight[c0 + c]);
         first[c] = leaky_relu(pre_activation<acc_t>(static_cast<acc_t>(row(t.x, 0)[c]), w[c],
                                                     static_cast<acc_t>(noise[0])), slope);
-        sum_a[c] = sum_b[c] = acc_t(0);
+        sum_a[c] = sum_b[c] = sum_t(0);
       }
       // Calls visit(i, c, pre) for every element of the task, rows outermost.
       const auto for_each = [&](const auto& visit) {
@@ -193,14 +197,15 @@ void channels_last_blocks(const AdainParams& p) {
           sum_a[c] += g;
           sum_b[c] += g * xhat(c, pre);
         });
-        acc_t mean_grad[kChannelBlock], mean_grad_xhat[kChannelBlock], noise_sum[kChannelBlock];
+        acc_t mean_grad[kChannelBlock], mean_grad_xhat[kChannelBlock];
+        sum_t noise_sum[kChannelBlock];
         for (int64_t c = 0; c < width; ++c) {
           t.grad_beta[plane0 + c] = sum_a[c];
           t.grad_gamma[plane0 + c] = sum_b[c];
           scale[c] = static_cast<acc_t>(t.gamma[plane0 + c]) * rstd[c];
           mean_grad[c] = sum_a[c] / M;
           mean_grad_xhat[c] = sum_b[c] / M;
-          noise_sum[c] = acc_t(0);
+          noise_sum[c] = sum_t(0);
         }
         for_each([&](int64_t i, int64_t c, acc_t pre) {
           const acc_t g = adain_grad_pre<acc_t>(static_cast<acc_t>(row(t.grad_y, i)[c]), pre, xhat(c, pre), scale[c],
