@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import PIL
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 

@@ -85,8 +85,7 @@ def _workloads(device: str, variant: Variant, resolution: int, batch: int,
 
     def iteration():
         with _autocast(device, variant):
-            train_step(generator, discriminator, g_optimizer, d_optimizer, real, step, ALPHA, g_running=g_running,
-                       sync_losses=False)
+            train_step(generator, discriminator, g_optimizer, d_optimizer, real, step, ALPHA, g_running=g_running)
 
     return forward, iteration
 

@@ -1,7 +1,6 @@
 """fused_bias_leaky_relu: the kernels against the reference, on CPU and (where present) CUDA."""
 
 import math
-import warnings
 
 import pytest
 import torch

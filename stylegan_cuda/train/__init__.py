@@ -1,23 +1,6 @@
-"""Training pieces shared by the trainer and the benchmarks: the seed's R1 training iteration."""
+"""Training: the seed's iteration (``step``), its progressive schedule, the trainer and its distributed helpers."""
 
-from .step import (
-    StepLosses,
-    accumulate,
-    discriminator_loss,
-    generator_loss,
-    make_optimizers,
-    r1_penalty,
-    sample_latents,
-    train_step,
-)
+from .step import AMP_MODES, LOSSES, StepConfig, accumulate, make_optimizers, r1_penalty, sample_latents, train_step
 
-__all__ = [
-    "StepLosses",
-    "accumulate",
-    "discriminator_loss",
-    "generator_loss",
-    "make_optimizers",
-    "r1_penalty",
-    "sample_latents",
-    "train_step",
-]
+__all__ = ["AMP_MODES", "LOSSES", "StepConfig", "accumulate", "make_optimizers", "r1_penalty", "sample_latents",
+           "train_step"]

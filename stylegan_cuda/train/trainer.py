@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -28,7 +27,6 @@ from pathlib import Path
 import lmdb
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import checkpoint as ckpt
@@ -39,7 +37,7 @@ from ..models.widths import RESOLUTIONS
 from . import distributed
 from .distributed import DistInfo
 from .schedule import Progress, Schedule
-from .step import accumulate, make_optimizers, sample_latents
+from .step import AMP_MODES, LOSSES, StepConfig, make_optimizers, train_step
 
 TRAINING_KIND = "stylegan_cuda.train"
 TRAINING_VERSION = 1
@@ -47,7 +45,6 @@ CHECKPOINT_NAME = re.compile(r"^(\d{6,})\.pt$")
 # The seed's sample grids: (images per row, rows) by resolution.
 SAMPLE_GRID = {512: (8, 4), 1024: (4, 2)}
 SAMPLE_GRID_DEFAULT = (10, 5)
-WGAN_DRIFT = 0.001
 
 # Options a resumed run takes from its checkpoint unless given again; ``None`` on the command line means "not given".
 DEFAULTS = dict(
@@ -309,12 +306,6 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------------------- trainer
 
 
-def _autocast(device: torch.device, amp: str):
-    if amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
 class Trainer:
     """Builds the models, optimizers and data of a run (fresh or resumed) and trains it."""
 
@@ -325,9 +316,9 @@ class Trainer:
         self.log = log if self.info.is_main else (lambda *a, **k: None)
         self.on_iteration = None  # callable(iteration, {name: float}); forces a device sync per iteration
         self.schedule = config.schedule()
-        if config.loss not in ("r1", "wgan-gp"):
+        if config.loss not in LOSSES:
             raise TrainError(f"--loss must be r1 or wgan-gp, got {config.loss!r}")
-        if config.amp not in ("off", "bf16", "fp16"):
+        if config.amp not in AMP_MODES:
             raise TrainError(f"--amp must be off, bf16 or fp16, got {config.amp!r}")
         for name in ("iterations", "sample_every", "save_every", "log_every"):
             if getattr(config, name) < (0 if name == "iterations" else 1):
@@ -486,70 +477,14 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------------- steps
 
-    def _gradient(self, scores: torch.Tensor, inputs: torch.Tensor, scaler) -> torch.Tensor:
-        """``d sum(scores) / d inputs`` with a graph; under fp16 through the loss scale (then unscaled)."""
-        total = scores.sum()
-        if scaler.is_enabled():
-            (grad,) = torch.autograd.grad(scaler.scale(total), inputs, create_graph=True)
-            return grad / scaler.get_scale()
-        (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
-        return grad
-
-    def _optimize(self, loss, model, optimizer, scaler) -> None:
-        scaler.scale(loss).backward()
-        distributed.all_reduce_gradients(model.parameters(), self.info)
-        scaler.step(optimizer)
-        scaler.update()
-
     def train_step(self, real: torch.Tensor, step: int, alpha: float) -> dict:
-        """One D step and one G step (the seed's ``n_critic = 1``), then the EMA. Returns the losses (tensors)."""
-        config, G, D = self.config, self.generator, self.discriminator
-        batch, code_dim, amp = real.shape[0], config.code_dim, config.amp
-        autocast = lambda: _autocast(self.device, amp)  # noqa: E731
-
-        D.requires_grad_(True)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        if config.loss == "r1":
-            real.requires_grad_(True)
-        with autocast():
-            real_scores = D(real, step=step, alpha=alpha).float()
-        if config.loss == "r1":
-            real_loss = F.softplus(-real_scores).mean()
-            grad = self._gradient(real_scores, real, self.d_scaler)
-            penalty = config.r1_gamma / 2 * grad.float().flatten(1).pow(2).sum(1).mean()
-        else:
-            real_loss = -real_scores.mean() + WGAN_DRIFT * real_scores.pow(2).mean()
-        latents = sample_latents(batch, code_dim, self.device, config.mixing)
-        with torch.no_grad(), autocast():
-            fake = G(latents, step=step, alpha=alpha)
-        fake = fake.float()
-        with autocast():
-            fake_scores = D(fake, step=step, alpha=alpha).float()
-        if config.loss == "r1":
-            fake_loss = F.softplus(fake_scores).mean()
-        else:
-            fake_loss = fake_scores.mean()
-            eps = torch.rand(batch, 1, 1, 1, device=self.device)
-            x_hat = (eps * real.detach() + (1 - eps) * fake).requires_grad_(True)
-            with autocast():
-                hat_scores = D(x_hat, step=step, alpha=alpha).float()
-            grad = self._gradient(hat_scores, x_hat, self.d_scaler)
-            penalty = config.gp_weight * (grad.float().flatten(1).norm(2, dim=1) - 1).pow(2).mean()
-        d_loss = real_loss + fake_loss + penalty
-        self._optimize(d_loss, D, self.d_optimizer, self.d_scaler)
-
-        D.requires_grad_(False)
-        self.g_optimizer.zero_grad(set_to_none=True)
-        latents = sample_latents(batch, code_dim, self.device, config.mixing)
-        with autocast():
-            scores = D(G(latents, step=step, alpha=alpha), step=step, alpha=alpha).float()
-        g_loss = F.softplus(-scores).mean() if config.loss == "r1" else -scores.mean()
-        self._optimize(g_loss, G, self.g_optimizer, self.g_scaler)
-        D.requires_grad_(True)
-
-        accumulate(self.g_running, G, config.ema_decay)
-        return {"d": d_loss.detach(), "g": g_loss.detach(), "penalty": penalty.detach(),
-                "real": real_scores.detach().mean(), "fake": fake_scores.detach().mean()}
+        """One D step and one G step, then the EMA (:func:`stylegan_cuda.train.step.train_step`)."""
+        config = self.config
+        step_config = StepConfig(loss=config.loss, mixing=config.mixing, r1_gamma=config.r1_gamma,
+                                 gp_weight=config.gp_weight, amp=config.amp, ema_decay=config.ema_decay)
+        return train_step(self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, real, step, alpha,
+                          step_config, g_running=self.g_running, d_scaler=self.d_scaler, g_scaler=self.g_scaler,
+                          reduce_gradients=lambda params: distributed.all_reduce_gradients(params, self.info))
 
     # ------------------------------------------------------------------------------------------------ samples
 
@@ -678,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "resolutions the seed's table leaves out)")
     g.add_argument("--sched", action=argparse.BooleanOptionalAction, help="the seed's learning-rate and batch table")
     g = p.add_argument_group("losses")
-    g.add_argument("--loss", choices=("r1", "wgan-gp"), help=f"(default {d['loss']}, as the seed)")
+    g.add_argument("--loss", choices=LOSSES, help=f"(default {d['loss']}, as the seed)")
     g.add_argument("--r1_gamma", type=float,
                    help=f"R1 weight gamma (penalty gamma/2 |grad|^2; default {d['r1_gamma']})")
     g.add_argument("--gp_weight", type=float, help=f"WGAN-GP weight (default {d['gp_weight']})")
@@ -697,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, cuda:N (default auto)")
     g.add_argument("--impl", default="auto", choices=("auto", "extension", "reference"),
                    help="ops: compiled kernels, the pure-PyTorch reference, or auto (default)")
-    g.add_argument("--amp", choices=("off", "bf16", "fp16"), help="mixed precision of the forward passes "
+    g.add_argument("--amp", choices=AMP_MODES, help="mixed precision of the forward passes "
                    "(fp16 with loss scaling; default off)")
     g.add_argument("--num_workers", type=int, help="data loader processes (default 0 on the CPU, 4 on a GPU)")
     g.add_argument("--seed", type=int, help=f"random seed (default {d['seed']})")
