@@ -11,12 +11,15 @@ $(VENV)/.installed: requirements.txt setup.py
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-.PHONY: install test bench
+.PHONY: install test demo bench
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m stylegan_cuda.build
 	$(PY) -m pytest -q
+
+demo: $(VENV)/.installed
+	PYTHON=$(abspath $(PY)) bash scripts/demo.sh demo_run
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.ops
