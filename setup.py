@@ -43,6 +43,7 @@ def ahead_of_time_build():
         sources,
         include_dirs=[str(ROOT / "csrc")],
         extra_compile_args={"cxx": cflags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cflags},
+        extra_link_args=build.LINK_FLAGS,
         py_limited_api=False,
     )
 

@@ -134,12 +134,19 @@ def cuda_archs() -> str:
 
 
 def compile_flags(with_cuda: bool, native: bool) -> tuple[list[str], list[str]]:
-    """(C++ flags, nvcc flags). ``native`` tunes the CPU code for this machine (JIT only: a wheel must run anywhere)."""
-    cflags = ["-O3"] + (["-march=native"] if native else [])
+    """(C++ flags, nvcc flags). ``native`` tunes the CPU code for this machine (JIT only: a wheel must run anywhere).
+
+    ``-fopenmp`` makes ``at::parallel_for`` (an OpenMP loop in ATen's headers) run on torch's threads; without it the
+    CPU kernels would run on one thread. Link with :data:`LINK_FLAGS` (the process then shares torch's libgomp).
+    """
+    cflags = ["-O3", "-fopenmp"] + (["-march=native"] if native else [])
     if with_cuda:
         cflags.append("-DWITH_CUDA")
     nvcc_flags = ["-O3", "-DWITH_CUDA", "--use_fast_math", "-lineinfo"]
     return cflags, nvcc_flags
+
+
+LINK_FLAGS = ["-fopenmp"]
 
 
 def _cache_root() -> Path:
@@ -220,6 +227,7 @@ def _jit_build(with_cuda: bool, verbose: bool) -> BuildInfo:
                         sources=sources,
                         extra_cflags=flags[0],
                         extra_cuda_cflags=flags[1],
+                        extra_ldflags=LINK_FLAGS,
                         extra_include_paths=[str(source_dir())],
                         build_directory=str(partial),
                         with_cuda=with_cuda,
