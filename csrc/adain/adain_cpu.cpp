@@ -83,140 +83,151 @@ struct Tensors {
 
 // ---- contiguous planes: one task per (n, c), vectorized along the plane ----
 
+// Planes [lo, hi). The arguments are values, so the loops see locals (not a closure's references) and vectorize.
 template <typename scalar_t, AdainPass PASS>
-void contiguous_planes(const AdainParams& p) {
+C10_NOINLINE void plane_range(const AdainParams p, const int64_t lo, const int64_t hi) {
   using acc_t = at::opmath_type<scalar_t>;
   const Tensors<scalar_t> t(p);
   const int64_t C = p.channels, M = p.plane;
   const acc_t slope = static_cast<acc_t>(p.negative_slope), eps = static_cast<acc_t>(p.eps);
-  at::parallel_for(0, p.batch * C, std::max<int64_t>(1, at::internal::GRAIN_SIZE / M), [&](int64_t lo, int64_t hi) {
-    for (int64_t plane = lo; plane < hi; ++plane) {
-      const scalar_t* __restrict__ x = t.x + plane * M;
-      const scalar_t* __restrict__ noise = t.noise + (plane / C) * p.noise_batch_stride;
-      const acc_t w = static_cast<acc_t>(t.noise_weight[plane % C]);
-      const auto pre = [&](int64_t i) {
-        return pre_activation<acc_t>(static_cast<acc_t>(x[i]), w, static_cast<acc_t>(noise[i]));
-      };
-      const acc_t first = leaky_relu(pre(0), slope);
-      const auto shifted = [&](int64_t i) { return leaky_relu(pre(i), slope) - first; };
-      const acc_t gamma = static_cast<acc_t>(t.gamma[plane]);
-      if (PASS == AdainPass::kForward) {
-        const acc_t mean = lane_sum<acc_t>(M, shifted) / M;
-        const acc_t var = lane_sum<acc_t>(M, [&](int64_t i) {
-                            const acc_t d = shifted(i) - mean;
-                            return d * d;
-                          }) / M;
-        const acc_t rstd = acc_t(1) / std::sqrt(var + eps);
-        const acc_t scale = gamma * rstd, offset = static_cast<acc_t>(t.beta[plane]) - scale * mean;
-        scalar_t* __restrict__ y = t.y + plane * M;
-        for (int64_t i = 0; i < M; ++i) y[i] = static_cast<scalar_t>(scale * shifted(i) + offset);
-        t.mean[plane] = mean;
-        t.rstd[plane] = rstd;
-      } else {
-        const scalar_t* __restrict__ grad_y = t.grad_y + plane * M;
-        scalar_t* __restrict__ grad_x = t.grad_x + plane * M;
-        const acc_t mean = t.mean[plane], rstd = t.rstd[plane];
-        const auto xhat = [&](acc_t pre_i) { return (leaky_relu(pre_i, slope) - first - mean) * rstd; };
-        const auto [sum_grad, sum_grad_xhat] = lane_sums<acc_t>(
-            M, [&](int64_t i) { return static_cast<acc_t>(grad_y[i]); },
-            [&](int64_t i) { return static_cast<acc_t>(grad_y[i]) * xhat(pre(i)); });
-        const acc_t scale = gamma * rstd, mean_grad = sum_grad / M, mean_grad_xhat = sum_grad_xhat / M;
-        t.grad_noise_weight[plane] = lane_sum<acc_t>(M, [&](int64_t i) {
-          const acc_t pre_i = pre(i);
-          const acc_t g = adain_grad_pre<acc_t>(static_cast<acc_t>(grad_y[i]), pre_i, xhat(pre_i), scale, mean_grad,
-                                                mean_grad_xhat, slope);
-          grad_x[i] = static_cast<scalar_t>(g);
-          return g * static_cast<acc_t>(noise[i]);
-        });
-        t.grad_gamma[plane] = sum_grad_xhat;
-        t.grad_beta[plane] = sum_grad;
-      }
+  for (int64_t plane = lo; plane < hi; ++plane) {
+    const scalar_t* __restrict__ x = t.x + plane * M;
+    const scalar_t* __restrict__ noise = t.noise + (plane / C) * p.noise_batch_stride;
+    const acc_t w = static_cast<acc_t>(t.noise_weight[plane % C]);
+    const auto pre = [&](int64_t i) {
+      return pre_activation<acc_t>(static_cast<acc_t>(x[i]), w, static_cast<acc_t>(noise[i]));
+    };
+    const acc_t first = leaky_relu(pre(0), slope);
+    const auto shifted = [&](int64_t i) { return leaky_relu(pre(i), slope) - first; };
+    const acc_t gamma = static_cast<acc_t>(t.gamma[plane]);
+    if (PASS == AdainPass::kForward) {
+      const acc_t mean = lane_sum<acc_t>(M, shifted) / M;
+      const acc_t var = lane_sum<acc_t>(M, [&](int64_t i) {
+                          const acc_t d = shifted(i) - mean;
+                          return d * d;
+                        }) / M;
+      const acc_t rstd = acc_t(1) / std::sqrt(var + eps);
+      const acc_t scale = gamma * rstd, offset = static_cast<acc_t>(t.beta[plane]) - scale * mean;
+      scalar_t* __restrict__ y = t.y + plane * M;
+      for (int64_t i = 0; i < M; ++i) y[i] = static_cast<scalar_t>(scale * shifted(i) + offset);
+      t.mean[plane] = mean;
+      t.rstd[plane] = rstd;
+    } else {
+      const scalar_t* __restrict__ grad_y = t.grad_y + plane * M;
+      scalar_t* __restrict__ grad_x = t.grad_x + plane * M;
+      const acc_t mean = t.mean[plane], rstd = t.rstd[plane];
+      const auto xhat = [&](acc_t pre_i) { return (leaky_relu(pre_i, slope) - first - mean) * rstd; };
+      const auto [sum_grad, sum_grad_xhat] = lane_sums<acc_t>(
+          M, [&](int64_t i) { return static_cast<acc_t>(grad_y[i]); },
+          [&](int64_t i) { return static_cast<acc_t>(grad_y[i]) * xhat(pre(i)); });
+      const acc_t scale = gamma * rstd, mean_grad = sum_grad / M, mean_grad_xhat = sum_grad_xhat / M;
+      t.grad_noise_weight[plane] = lane_sum<acc_t>(M, [&](int64_t i) {
+        const acc_t pre_i = pre(i);
+        const acc_t g = adain_grad_pre<acc_t>(static_cast<acc_t>(grad_y[i]), pre_i, xhat(pre_i), scale, mean_grad,
+                                              mean_grad_xhat, slope);
+        grad_x[i] = static_cast<scalar_t>(g);
+        return g * static_cast<acc_t>(noise[i]);
+      });
+      t.grad_gamma[plane] = sum_grad_xhat;
+      t.grad_beta[plane] = sum_grad;
     }
-  });
+  }
+}
+
+template <typename scalar_t, AdainPass PASS>
+void contiguous_planes(const AdainParams& p) {
+  at::parallel_for(0, p.batch * p.channels, std::max<int64_t>(1, at::internal::GRAIN_SIZE / p.plane),
+                   [&](int64_t lo, int64_t hi) { plane_range<scalar_t, PASS>(p, lo, hi); });
 }
 
 // ---- channels_last: one task per (n, block of channels), vectorized along the channels ----
 
+// Tasks [lo, hi), a task being (sample, block of channels); arguments by value, as plane_range's.
 template <typename scalar_t, AdainPass PASS>
-void channels_last_blocks(const AdainParams& p) {
+C10_NOINLINE void channel_block_range(const AdainParams p, const int64_t lo, const int64_t hi) {
   using acc_t = at::opmath_type<scalar_t>;
   const Tensors<scalar_t> t(p);
   const int64_t C = p.channels, M = p.plane, blocks = (C + kChannelBlock - 1) / kChannelBlock;
   const acc_t slope = static_cast<acc_t>(p.negative_slope), eps = static_cast<acc_t>(p.eps);
-  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (M * kChannelBlock));
-  at::parallel_for(0, p.batch * blocks, grain, [&](int64_t lo, int64_t hi) {
-    // Per channel of the block: noise weight, h[0], statistics, the two sums of a pass, y = scale * s + offset.
-    acc_t w[kChannelBlock], first[kChannelBlock], mean[kChannelBlock], rstd[kChannelBlock];
-    acc_t scale[kChannelBlock], offset[kChannelBlock];
-    sum_t sum_a[kChannelBlock], sum_b[kChannelBlock];
-    for (int64_t task = lo; task < hi; ++task) {
-      const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock, width = std::min(kChannelBlock, C - c0);
-      const int64_t row0 = n * M;  // the row of (n, pixel 0); a row holds C channels
-      const scalar_t* __restrict__ noise = t.noise + n * p.noise_batch_stride;
-      const auto row = [&](auto* base, int64_t i) { return base + (row0 + i) * C + c0; };
-      for (int64_t c = 0; c < width; ++c) {
-        w[c] = static_cast<acc_t>(t.noise_weight[c0 + c]);
-        first[c] = leaky_relu(pre_activation<acc_t>(static_cast<acc_t>(row(t.x, 0)[c]), w[c],
-                                                    static_cast<acc_t>(noise[0])), slope);
-        sum_a[c] = sum_b[c] = sum_t(0);
-      }
-      // Calls visit(i, c, pre) for every element of the task, rows outermost.
-      const auto for_each = [&](const auto& visit) {
-        for (int64_t i = 0; i < M; ++i) {
-          const scalar_t* __restrict__ x = row(t.x, i);
-          const acc_t noise_i = static_cast<acc_t>(noise[i]);
-          for (int64_t c = 0; c < width; ++c) visit(i, c, pre_activation<acc_t>(static_cast<acc_t>(x[c]), w[c], noise_i));
-        }
-      };
-      const int64_t plane0 = n * C + c0;  // index of the block's first (n, c) in the [N, C] tensors
-      if (PASS == AdainPass::kForward) {
-        for_each([&](int64_t, int64_t c, acc_t pre) { sum_a[c] += leaky_relu(pre, slope) - first[c]; });
-        for (int64_t c = 0; c < width; ++c) mean[c] = sum_a[c] / M;
-        for_each([&](int64_t, int64_t c, acc_t pre) {
-          const acc_t d = leaky_relu(pre, slope) - first[c] - mean[c];
-          sum_b[c] += d * d;
-        });
-        for (int64_t c = 0; c < width; ++c) {
-          rstd[c] = acc_t(1) / std::sqrt(sum_b[c] / M + eps);
-          t.mean[plane0 + c] = mean[c];
-          t.rstd[plane0 + c] = rstd[c];
-          scale[c] = static_cast<acc_t>(t.gamma[plane0 + c]) * rstd[c];
-          offset[c] = static_cast<acc_t>(t.beta[plane0 + c]) - scale[c] * mean[c];
-        }
-        for_each([&](int64_t i, int64_t c, acc_t pre) {
-          row(t.y, i)[c] = static_cast<scalar_t>(scale[c] * (leaky_relu(pre, slope) - first[c]) + offset[c]);
-        });
-      } else {
-        for (int64_t c = 0; c < width; ++c) {
-          mean[c] = t.mean[plane0 + c];
-          rstd[c] = t.rstd[plane0 + c];
-        }
-        const auto xhat = [&](int64_t c, acc_t pre) { return (leaky_relu(pre, slope) - first[c] - mean[c]) * rstd[c]; };
-        for_each([&](int64_t i, int64_t c, acc_t pre) {
-          const acc_t g = static_cast<acc_t>(row(t.grad_y, i)[c]);
-          sum_a[c] += g;
-          sum_b[c] += g * xhat(c, pre);
-        });
-        acc_t mean_grad[kChannelBlock], mean_grad_xhat[kChannelBlock];
-        sum_t noise_sum[kChannelBlock];
-        for (int64_t c = 0; c < width; ++c) {
-          t.grad_beta[plane0 + c] = sum_a[c];
-          t.grad_gamma[plane0 + c] = sum_b[c];
-          scale[c] = static_cast<acc_t>(t.gamma[plane0 + c]) * rstd[c];
-          mean_grad[c] = sum_a[c] / M;
-          mean_grad_xhat[c] = sum_b[c] / M;
-          noise_sum[c] = sum_t(0);
-        }
-        for_each([&](int64_t i, int64_t c, acc_t pre) {
-          const acc_t g = adain_grad_pre<acc_t>(static_cast<acc_t>(row(t.grad_y, i)[c]), pre, xhat(c, pre), scale[c],
-                                                mean_grad[c], mean_grad_xhat[c], slope);
-          row(t.grad_x, i)[c] = static_cast<scalar_t>(g);
-          noise_sum[c] += g * static_cast<acc_t>(noise[i]);
-        });
-        for (int64_t c = 0; c < width; ++c) t.grad_noise_weight[plane0 + c] = noise_sum[c];
-      }
+  // Per channel of the block: noise weight, h[0], statistics, the two sums of a pass, y = scale * s + offset.
+  acc_t w[kChannelBlock], first[kChannelBlock], mean[kChannelBlock], rstd[kChannelBlock];
+  acc_t scale[kChannelBlock], offset[kChannelBlock];
+  sum_t sum_a[kChannelBlock], sum_b[kChannelBlock];
+  for (int64_t task = lo; task < hi; ++task) {
+    const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock, width = std::min(kChannelBlock, C - c0);
+    const int64_t row0 = n * M;  // the row of (n, pixel 0); a row holds C channels
+    const scalar_t* __restrict__ noise = t.noise + n * p.noise_batch_stride;
+    const auto row = [&](auto* base, int64_t i) { return base + (row0 + i) * C + c0; };
+    for (int64_t c = 0; c < width; ++c) {
+      w[c] = static_cast<acc_t>(t.noise_weight[c0 + c]);
+      first[c] = leaky_relu(pre_activation<acc_t>(static_cast<acc_t>(row(t.x, 0)[c]), w[c],
+                                                  static_cast<acc_t>(noise[0])), slope);
+      sum_a[c] = sum_b[c] = sum_t(0);
     }
-  });
+    // Calls visit(i, c, pre) for every element of the task, rows outermost.
+    const auto for_each = [&](const auto& visit) {
+      for (int64_t i = 0; i < M; ++i) {
+        const scalar_t* __restrict__ x = row(t.x, i);
+        const acc_t noise_i = static_cast<acc_t>(noise[i]);
+        for (int64_t c = 0; c < width; ++c) visit(i, c, pre_activation<acc_t>(static_cast<acc_t>(x[c]), w[c], noise_i));
+      }
+    };
+    const int64_t plane0 = n * C + c0;  // index of the block's first (n, c) in the [N, C] tensors
+    if (PASS == AdainPass::kForward) {
+      for_each([&](int64_t, int64_t c, acc_t pre) { sum_a[c] += leaky_relu(pre, slope) - first[c]; });
+      for (int64_t c = 0; c < width; ++c) mean[c] = sum_a[c] / M;
+      for_each([&](int64_t, int64_t c, acc_t pre) {
+        const acc_t d = leaky_relu(pre, slope) - first[c] - mean[c];
+        sum_b[c] += d * d;
+      });
+      for (int64_t c = 0; c < width; ++c) {
+        rstd[c] = acc_t(1) / std::sqrt(sum_b[c] / M + eps);
+        t.mean[plane0 + c] = mean[c];
+        t.rstd[plane0 + c] = rstd[c];
+        scale[c] = static_cast<acc_t>(t.gamma[plane0 + c]) * rstd[c];
+        offset[c] = static_cast<acc_t>(t.beta[plane0 + c]) - scale[c] * mean[c];
+      }
+      for_each([&](int64_t i, int64_t c, acc_t pre) {
+        row(t.y, i)[c] = static_cast<scalar_t>(scale[c] * (leaky_relu(pre, slope) - first[c]) + offset[c]);
+      });
+    } else {
+      for (int64_t c = 0; c < width; ++c) {
+        mean[c] = t.mean[plane0 + c];
+        rstd[c] = t.rstd[plane0 + c];
+      }
+      const auto xhat = [&](int64_t c, acc_t pre) { return (leaky_relu(pre, slope) - first[c] - mean[c]) * rstd[c]; };
+      for_each([&](int64_t i, int64_t c, acc_t pre) {
+        const acc_t g = static_cast<acc_t>(row(t.grad_y, i)[c]);
+        sum_a[c] += g;
+        sum_b[c] += g * xhat(c, pre);
+      });
+      acc_t mean_grad[kChannelBlock], mean_grad_xhat[kChannelBlock];
+      sum_t noise_sum[kChannelBlock];
+      for (int64_t c = 0; c < width; ++c) {
+        t.grad_beta[plane0 + c] = sum_a[c];
+        t.grad_gamma[plane0 + c] = sum_b[c];
+        scale[c] = static_cast<acc_t>(t.gamma[plane0 + c]) * rstd[c];
+        mean_grad[c] = sum_a[c] / M;
+        mean_grad_xhat[c] = sum_b[c] / M;
+        noise_sum[c] = sum_t(0);
+      }
+      for_each([&](int64_t i, int64_t c, acc_t pre) {
+        const acc_t g = adain_grad_pre<acc_t>(static_cast<acc_t>(row(t.grad_y, i)[c]), pre, xhat(c, pre), scale[c],
+                                              mean_grad[c], mean_grad_xhat[c], slope);
+        row(t.grad_x, i)[c] = static_cast<scalar_t>(g);
+        noise_sum[c] += g * static_cast<acc_t>(noise[i]);
+      });
+      for (int64_t c = 0; c < width; ++c) t.grad_noise_weight[plane0 + c] = noise_sum[c];
+    }
+  }
+}
+
+template <typename scalar_t, AdainPass PASS>
+void channels_last_blocks(const AdainParams& p) {
+  const int64_t blocks = (p.channels + kChannelBlock - 1) / kChannelBlock;
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (p.plane * kChannelBlock));
+  at::parallel_for(0, p.batch * blocks, grain,
+                   [&](int64_t lo, int64_t hi) { channel_block_range<scalar_t, PASS>(p, lo, hi); });
 }
 
 }  // namespace
