@@ -2,6 +2,9 @@
 # Everything a lent GPU session runs, in one call: build, the full test suite (CUDA tests included), the
 # benchmarks. Logs and result JSON go to $OUT (default: benchmarks/results/gpu_check) so they come back.
 #   bash benchmarks/gpu_check.sh [tests|bench|all]   (default: all)
+# The lent H100/H200 image (Python 3.12, torch 2.11) lacks lmdb: carry it as a wheel in .whl/ (ignored by git):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl lmdb
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu_check}
