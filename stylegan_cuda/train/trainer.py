@@ -352,6 +352,8 @@ class Trainer:
         self.g_optimizer, self.d_optimizer = make_optimizers(self.generator, self.discriminator, self.schedule.lr)
         self.g_scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.step_config = StepConfig(loss=config.loss, mixing=config.mixing, r1_gamma=config.r1_gamma,
+                                      gp_weight=config.gp_weight, amp=config.amp, ema_decay=config.ema_decay)
 
         rng = None
         if resume is not None and resume.training is not None:
@@ -479,12 +481,12 @@ class Trainer:
 
     def train_step(self, real: torch.Tensor, step: int, alpha: float) -> dict:
         """One D step and one G step, then the EMA (:func:`stylegan_cuda.train.step.train_step`)."""
-        config = self.config
-        step_config = StepConfig(loss=config.loss, mixing=config.mixing, r1_gamma=config.r1_gamma,
-                                 gp_weight=config.gp_weight, amp=config.amp, ema_decay=config.ema_decay)
         return train_step(self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, real, step, alpha,
-                          step_config, g_running=self.g_running, d_scaler=self.d_scaler, g_scaler=self.g_scaler,
-                          reduce_gradients=lambda params: distributed.all_reduce_gradients(params, self.info))
+                          self.step_config, g_running=self.g_running, d_scaler=self.d_scaler, g_scaler=self.g_scaler,
+                          reduce_gradients=self._all_reduce_gradients)
+
+    def _all_reduce_gradients(self, params) -> None:
+        distributed.all_reduce_gradients(params, self.info)
 
     # ------------------------------------------------------------------------------------------------ samples
 
