@@ -25,6 +25,8 @@ fi
 } 2>&1 | tee "$OUT/gpu_info.txt"
 $PY -m stylegan_cuda.build 2>&1 | tee -a "$OUT/gpu_info.txt"
 if [[ $what == all || $what == tests ]]; then
+  # C++ errors from registered ops: raised, or a crash (seen on the H100 image with torch 2.11)?
+  timeout "${PROBE_TIMEOUT:-150}" $PY scripts/throw_probe.py 2>&1 | tee "$OUT/throw_probe.log"
   parallel=$($PY -c "import xdist; print('-n 8')" 2>/dev/null)  # pytest-xdist, where installed
   timeout "${TEST_TIMEOUT:-330}" $PY -m pytest -q --no-header -p no:cacheprovider $parallel 2>&1 | tee "$OUT/pytest.log" | tail -40
 fi

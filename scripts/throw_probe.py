@@ -1,0 +1,113 @@
+"""Does a C++ error raised inside a registered op reach Python, or crash the process? Each case runs in a child.
+
+On the lent H100 image (torch 2.11, Ubuntu g++ 13.3) a bad-argument call straight into ``torch.ops.stylegan_cuda``
+ended in a segmentation fault, while the same call raises a RuntimeError on the CI machine. The cases below tell
+apart torch itself, this project's extension and a minimal op built with and without the extension's flags; a case
+that crashes is run again under cuda-gdb (where the image has it) for a native backtrace.
+
+    python scripts/throw_probe.py          (gpu_check.sh runs it)
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+
+PRELUDE = "import torch\n"
+
+MINIMAL_OP = r"""
+#include <torch/library.h>
+#include <ATen/ATen.h>
+at::Tensor throw_now(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 99, "x must have rank 99, got ", x.dim());
+  return x;
+}
+TORCH_LIBRARY(throw_probe, m) { m.def("throw_now(Tensor x) -> Tensor"); }
+TORCH_LIBRARY_IMPL(throw_probe, CPU, m) { m.impl("throw_now", &throw_now); }
+"""
+
+
+def minimal_op_case(cflags: list[str], ldflags: list[str]) -> str:
+    build_dir = tempfile.mkdtemp(prefix="throw_probe_")
+    return (
+        "from torch.utils.cpp_extension import load_inline\n"
+        f"load_inline('throw_probe', [{MINIMAL_OP!r}], extra_cflags={cflags!r}, extra_ldflags={ldflags!r}, "
+        f"build_directory={build_dir!r}, is_python_module=False)\n"
+        "torch.ops.throw_probe.throw_now(torch.ones(2))\n"
+    )
+
+
+def cases() -> dict[str, str]:
+    from stylegan_cuda.ops.build import LINK_FLAGS, compile_flags
+
+    cflags = compile_flags(with_cuda=False, native=True)[0]
+    return {
+        "torch's own error": "torch.ones(2) + torch.ones(3)\n",
+        "stylegan_cuda op, bad bias": (
+            "from stylegan_cuda.ops.build import load_extension\nload_extension()\n"
+            "torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3), torch.ones(4), 0.2, 1.0)\n"
+        ),
+        "minimal op, no extra flags": minimal_op_case([], []),
+        "minimal op, the extension's flags": minimal_op_case(cflags, LINK_FLAGS),
+        "minimal op, no -march=native": minimal_op_case([f for f in cflags if f != "-march=native"], LINK_FLAGS),
+        "minimal op, no OpenMP": minimal_op_case([f for f in cflags if f != "-fopenmp"], []),
+    }
+
+
+def run(code: str, timeout: int = 600) -> tuple[int, str]:
+    body = PRELUDE + "try:\n" + "".join(f"    {line}\n" for line in code.splitlines())
+    body += "except RuntimeError as error:\n    print('RuntimeError:', str(error).splitlines()[0])\n"
+    done = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=timeout)
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def backtrace(code: str) -> str:
+    debugger = shutil.which("cuda-gdb") or shutil.which("gdb")
+    if debugger is None:
+        return "(no cuda-gdb or gdb here)"
+    body = PRELUDE + code
+    done = subprocess.run(
+        [debugger, "-batch", "-ex", "run", "-ex", "bt 40", "--args", sys.executable, "-c", body],
+        capture_output=True, text=True, timeout=600,
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    return "\n".join(line for line in lines if line.startswith("#") or "SIG" in line)
+
+
+def library_facts() -> str:
+    """Which runtime libraries the process maps, and whether the extension has an unwind search table."""
+    code = (
+        "from stylegan_cuda.ops.build import load_extension\n"
+        "print(load_extension().library)\n"
+        "maps = open('/proc/self/maps').read().split()\n"
+        "print(sorted({m for m in maps if 'libgcc_s' in m or 'libstdc++' in m or 'libgomp' in m}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", PRELUDE + code], capture_output=True, text=True, timeout=600)
+    lines = done.stdout.splitlines()
+    facts = "\n".join(lines)
+    if lines and shutil.which("readelf"):
+        header = subprocess.run(["readelf", "-x", ".eh_frame_hdr", lines[0]], capture_output=True, text=True)
+        # byte 2 is the FDE count's encoding: 0xff (omitted) means no binary search table, a linear search.
+        facts += "\n.eh_frame_hdr: " + " ".join(header.stdout.splitlines()[2:3])
+    return facts + done.stderr[-2000:] * (done.returncode != 0)
+
+
+def main() -> int:
+    print(library_facts())
+    crashed = []
+    for name, code in cases().items():
+        rc, output = run(code)
+        verdict = "raised" if rc == 0 and "RuntimeError:" in output else f"CRASHED (exit {rc})"
+        lines = output.splitlines() or [""]
+        print(f"{name:40s} {verdict}\n    {next((l for l in lines if 'RuntimeError:' in l), lines[-1])}")
+        if rc != 0:
+            crashed.append((name, code))
+    for name, code in crashed[:2]:
+        print(f"\nbacktrace of '{name}':\n{backtrace(code)}")
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
