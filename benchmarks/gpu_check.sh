@@ -32,6 +32,8 @@ if [[ $what == all || $what == tests ]]; then
 fi
 if [[ $what == all || $what == bench ]]; then
   timeout "${BENCH_TIMEOUT:-240}" $PY -m benchmarks.ops --device cuda 2>&1 | tee "$OUT/bench_ops.log" | tail -60
+  # where the time goes at the README's target shapes: the kernels of one iteration
+  timeout "${PROFILE_TIMEOUT:-90}" $PY -m benchmarks.ops --device cuda --quick --profile > "$OUT/bench_ops_profile.log" 2>&1
   if [[ -f benchmarks/model.py ]]; then
     timeout "${MODEL_BENCH_TIMEOUT:-200}" $PY -m benchmarks.model --device cuda 2>&1 | tee "$OUT/bench_model.log" | tail -30
   fi

@@ -1,10 +1,11 @@
 """Op benchmark: extension vs eager reference vs torch.compile(reference), forward and forward+backward.
 
     python -m benchmarks.ops [--device cpu|cuda|all] [--ops bias_act,upfirdn2d,adain] [--dtypes float32,bfloat16]
-                             [--quick]
+                             [--quick] [--profile]
 
 Prints a table and writes ``benchmarks/results/ops_<device>.json`` (machine, torch version, threads).
 Achieved bandwidth = the fewest bytes the op must move / time; ``copy`` is the device's measured copy bandwidth.
+``--profile`` also records where the extension's time goes (the kernels of one iteration, from torch.profiler).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .harness import OpCase, copy_bandwidth_gbs, format_table, time_ms, write_results
+from .harness import OpCase, copy_bandwidth_gbs, format_table, synchronize, time_ms, write_results
 
 OPS = tuple(sorted(p.stem for p in (Path(__file__).parent / "cases").glob("[!_]*.py")))
 IMPLS = ("extension", "reference", "compiled")
@@ -38,7 +39,28 @@ def _runner(case: OpCase, fn, inputs, backward: bool):
     return step
 
 
-def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, repeat: int) -> list[dict]:
+def kernel_times(step, device: str, iterations: int = 5) -> list[dict]:
+    """Milliseconds per iteration of each kernel (CUDA) or op (CPU) that ``step`` runs, largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
+    with profile(activities=[activity]) as prof:
+        for _ in range(iterations):
+            step()
+        synchronize(device)
+    totals: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type == (torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU):
+            if device == "cuda" or event.cpu_parent is None:  # on the CPU, top-level ops only
+                time_us = event.device_time if device == "cuda" else event.cpu_time
+                totals[event.name] = totals.get(event.name, 0.0) + time_us / 1e3 / iterations
+    ranked = sorted(totals.items(), key=lambda item: -item[1])
+    return [{"name": name[:80], "ms": ms} for name, ms in ranked[:8]]
+
+
+def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, repeat: int,
+               profile: bool = False) -> list[dict]:
     rows = []
     for backward in (False, True):
         inputs = case.make_inputs(device, dtype)
@@ -56,6 +78,9 @@ def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, r
             context = torch.enable_grad() if backward else torch.no_grad()
             with context:
                 times[impl] = time_ms(_runner(case, fn, inputs, backward), device, repeat=repeat)
+        if profile:
+            with torch.enable_grad() if backward else torch.no_grad():
+                kernels = kernel_times(_runner(case, case.extension, inputs, backward), device)
         gbs = nbytes / times["extension"] / 1e6
         rows.append({
             "op": case.op, "shape": "x".join(map(str, case.shape)), "dtype": str(dtype).replace("torch.", ""),
@@ -65,6 +90,8 @@ def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, r
             "speedup_vs_compiled": times["compiled"] / times["extension"],
             "extension_gbs": gbs, "fraction_of_copy": gbs / copy_gbs,
         })
+        if profile:
+            rows[-1]["extension_kernels"] = kernels
         del inputs, out
     return rows
 
@@ -84,6 +111,7 @@ def main(argv=None) -> None:
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, from {', '.join(OPS)}")
     parser.add_argument("--dtypes", default=None, help="default: float32 on CPU, float32,bfloat16 on CUDA")
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats (a smoke run)")
+    parser.add_argument("--profile", action="store_true", help="also list the extension's kernels and their times")
     args = parser.parse_args(argv)
     from stylegan_cuda.ops import load_extension
 
@@ -102,11 +130,14 @@ def main(argv=None) -> None:
         for op in ops:
             for case in _cases(op, device, args.quick):
                 for dtype in dtypes:
-                    new = bench_case(case, device, getattr(torch, dtype), copy_gbs, repeat=5 if args.quick else 20)
+                    new = bench_case(case, device, getattr(torch, dtype), copy_gbs, repeat=5 if args.quick else 20,
+                                     profile=args.profile)
                     for row in new:
                         print(f"  {row['op']} {row['shape']} {row['dtype']} {row['pass']}: "
                               f"{row['extension_ms']:.3f} ms, x{row['speedup_vs_reference']:.2f} eager, "
                               f"x{row['speedup_vs_compiled']:.2f} compiled", flush=True)
+                        for kernel in row.get("extension_kernels", []):
+                            print(f"      {kernel['ms']:8.3f} ms  {kernel['name']}")
                     rows += new
         print(format_table(rows, COLUMNS))
         suffix = "_quick" if args.quick else ""
