@@ -2,8 +2,8 @@
 # Everything a lent GPU session runs, in one call: build, the full test suite (CUDA tests included), the
 # benchmarks. Logs and result JSON go to $OUT (default: benchmarks/results/gpu_check) so they come back.
 #   bash benchmarks/gpu_check.sh [tests|bench|all]   (default: all)
-# The device tool allows 600 s a call: on an H100, `tests` (probe + suite) takes about 5 minutes and `bench` about
-# 8, so run them as two calls.
+# The device tool allows 600 s a call and each part is bounded by its timeouts below (tests: 150 + 330 s, bench:
+# 240 + 90 + 200 s): run `tests` and `bench` as two calls.
 # The lent H100/H200 image (Python 3.12, torch 2.11) lacks lmdb: carry it as a wheel in .whl/ (ignored by git):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl lmdb
