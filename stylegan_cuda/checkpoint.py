@@ -2,7 +2,8 @@
 
 The seed saves ``train_step-N.model`` (a dict with ``generator``, ``discriminator``, ``g_running`` and the two
 optimizers' states) and ``NNNNNN.model`` (only the EMA generator's state dict). :func:`load_rosinality` reads
-either, infers each network's configuration from its keys and shapes, and returns ready models of this project.
+either, infers each network's configuration from its keys and shapes, and returns ready models of this project
+(and, when asked, the optimizers' Adam states by parameter name, for a training run to continue from).
 :func:`save` / :func:`load` write and read this project's file: each model's configuration and state dict.
 
 Every file is read with ``torch.load(weights_only=True)``: loading a checkpoint never runs code. Every state dict
@@ -165,6 +166,59 @@ def _converted_state(model: nn.Module, layout: Layout, seed_state: dict) -> dict
     return converted
 
 
+def _convert_adam_state(optimizer: dict, seed_state: dict, model: nn.Module, layout: Layout,
+                        group_prefixes: tuple[str, ...]) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The seed's Adam state for ``model``, keyed by this project's parameter names (``None``: the file has none).
+
+    The seed's optimizer numbers its parameters group after group, each group in ``parameters()`` order, which is the
+    order of the parameter keys (all but the blur buffers) in its state dict; ``group_prefixes`` names the seed keys
+    of each group. Parameters that never had a gradient have no state: Adam starts them afresh.
+    """
+    if not isinstance(optimizer, dict) or not optimizer.get("param_groups"):
+        return None
+    groups, states = optimizer["param_groups"], optimizer.get("state", {})
+    if len(groups) != len(group_prefixes):
+        raise CheckpointError(f"{len(groups)} parameter group(s), the seed's optimizer has {len(group_prefixes)}")
+    ours = dict(layout)
+    parameters = dict(model.named_parameters())
+    converted = {}
+    for number, (group, prefix) in enumerate(zip(groups, group_prefixes)):
+        keys = [k for k in seed_state if k.startswith(prefix) and ours.get(k) is not None]
+        indices = group.get("params", []) if isinstance(group, dict) else []
+        if len(indices) != len(keys):
+            raise CheckpointError(f"parameter group {number} holds {len(indices)} parameters, the model has "
+                                  f"{len(keys)}")
+        for index, seed_key in zip(indices, keys):
+            state = states.get(index)
+            if state is None:
+                continue
+            if not isinstance(state, dict) or not {"step", "exp_avg", "exp_avg_sq"} <= set(state):
+                raise CheckpointError(f"the state of parameter {index} ({seed_key!r}) is not Adam's")
+            target = parameters[ours[seed_key]]
+            moments = {}
+            for name in ("exp_avg", "exp_avg_sq"):
+                value = state[name]
+                if not isinstance(value, torch.Tensor) or value.shape != seed_state[seed_key].shape:
+                    raise CheckpointError(f"{name} of parameter {index} ({seed_key!r}) does not have the shape "
+                                          f"{list(seed_state[seed_key].shape)} of that parameter")
+                moments[name] = value.reshape(target.shape).to(target.dtype)
+            try:
+                step = torch.tensor(float(state["step"]))
+            except (TypeError, ValueError, RuntimeError):
+                raise CheckpointError(f"the step of parameter {index} ({seed_key!r}) is not a number") from None
+            converted[ours[seed_key]] = {"step": step, **moments}
+    return converted
+
+
+def load_adam_states(optimizer: torch.optim.Optimizer, model: nn.Module, states: dict[str, dict]) -> None:
+    """Give ``optimizer`` (which trains ``model``) the Adam states of ``states``, keyed by parameter name."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    order = [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
+    full = optimizer.state_dict()
+    full["state"] = {index: states[name] for index, name in enumerate(order) if name in states}
+    optimizer.load_state_dict(full)  # moves and casts the moments to each parameter's device and dtype
+
+
 def _strip_data_parallel(state: dict) -> dict:
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         return {k[len("module."):]: v for k, v in state.items()}
@@ -187,17 +241,27 @@ def convert_discriminator(seed_state: dict, impl: str | None = "auto") -> Discri
     return model
 
 
-def load_rosinality(path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
+# The seed's optimizers: which models they train and the key prefix of each of their parameter groups.
+_SEED_OPTIMIZERS = {
+    "g_optimizer": ("generator", _generator_layout, ("generator.", "style.")),  # synthesis, then mapping (lr x 0.01)
+    "d_optimizer": ("discriminator", _discriminator_layout, ("",)),
+}
+
+
+def load_rosinality(path, impl: str | None = "auto", optimizers: bool = False) -> dict[str, object]:
     """Read a checkpoint of rosinality/style-based-gan-pytorch: ``train_step-N.model`` or ``NNNNNN.model``.
 
     Returns ``{"generator", "discriminator", "g_running"}``, each a model of this project or ``None`` where the file
-    lacks it (an ``NNNNNN.model`` holds only ``g_running``). The optimizer states are not converted.
+    lacks it (an ``NNNNNN.model`` holds only ``g_running``). With ``optimizers``, also ``"g_optimizer"`` and
+    ``"d_optimizer"``: the Adam state of each parameter (``step``, ``exp_avg``, ``exp_avg_sq``) keyed by this
+    project's parameter names, or ``None`` where the file has none.
     """
     data = _read(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint of the seed")
     if "generator.progression.0.conv1.input" in _strip_data_parallel(data):
-        return {"generator": None, "discriminator": None, "g_running": convert_generator(data, impl)}
+        models = {"generator": None, "discriminator": None, "g_running": convert_generator(data, impl)}
+        return {**models, **dict.fromkeys(_SEED_OPTIMIZERS)} if optimizers else models
     if not any(name in data for name in MODEL_NAMES):
         raise CheckpointError(
             f"{path} is not a checkpoint of the seed: expected the keys {', '.join(MODEL_NAMES)} (train_step-N.model) "
@@ -214,6 +278,14 @@ def load_rosinality(path, impl: str | None = "auto") -> dict[str, nn.Module | No
             models[name] = None if state is None else convert(state, impl)
         except CheckpointError as error:
             raise CheckpointError(f"{path}: {name}: {error}") from error
+    if optimizers:
+        for name, (model_name, layout, group_prefixes) in _SEED_OPTIMIZERS.items():
+            model = models[model_name]
+            try:
+                models[name] = None if model is None else _convert_adam_state(
+                    data.get(name), _strip_data_parallel(data[model_name]), model, layout(model), group_prefixes)
+            except CheckpointError as error:
+                raise CheckpointError(f"{path}: {name}: {error}") from error
     return models
 
 

@@ -256,3 +256,11 @@ class Discriminator(nn.Module):
                 skip = self.from_rgb[index + 1](F.avg_pool2d(input, 2))
                 out = (1 - alpha) * skip + alpha * out
         return self.linear(out.squeeze(2).squeeze(2))
+
+
+def optimizers(generator, discriminator, lr=1e-3):
+    """The seed train.py's Adam optimizers: the synthesis network, then the mapping network at lr x 0.01."""
+    g_optimizer = torch.optim.Adam(generator.generator.parameters(), lr=lr, betas=(0.0, 0.99))
+    g_optimizer.add_param_group({"params": generator.style.parameters(), "lr": lr * 0.01, "mult": 0.01})
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.0, 0.99))
+    return g_optimizer, d_optimizer

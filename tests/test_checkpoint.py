@@ -7,6 +7,7 @@ state dicts have the seed's exact keys and shapes.
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ import seed_reference as seed
 from stylegan_cuda import checkpoint
 from stylegan_cuda.checkpoint import CheckpointError, load_rosinality
 from stylegan_cuda.models import MAX_STEP, RESOLUTIONS, Discriminator, StyledGenerator
+from stylegan_cuda.train.step import make_optimizers
 from test_models import BATCH, CODE_DIM, TINY, assert_close_scaled, randomize
 
 SEED_TINY = dict(code_dim=CODE_DIM, n_mlp=3, **TINY)
@@ -80,6 +82,76 @@ def test_train_step_file_reproduces_the_seed(tmp_path, fused, from_rgb_activate,
         assert_generators_agree(loaded["generator"], generator, steps)
         assert_generators_agree(loaded["g_running"], g_running, steps=(2,))
         assert_discriminators_agree(loaded["discriminator"], discriminator, steps)
+
+
+def adam_steps(generator, discriminator, g_optimizer, d_optimizer, steps, seed=0):
+    """Adam steps of both networks on one loss through both, at 8 px, with fixed latents and noise."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        z = torch.randn(BATCH, CODE_DIM, generator=gen)
+        noise = [torch.randn(BATCH, 1, r, r, generator=gen) for r in RESOLUTIONS[:2]]
+        loss = discriminator(generator(z, noise=noise, step=1, alpha=1), step=1, alpha=1).square().mean()
+        g_optimizer.zero_grad()
+        d_optimizer.zero_grad()
+        loss.backward()
+        g_optimizer.step()
+        d_optimizer.step()
+
+
+def test_train_step_file_carries_the_seeds_adam_state(tmp_path):
+    generator, discriminator, g_running = seed_models()
+    g_optimizer, d_optimizer = seed.optimizers(generator, discriminator)
+    adam_steps(generator, discriminator, g_optimizer, d_optimizer, steps=3)
+    path = tmp_path / "train_step-1.model"
+    torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                "g_optimizer": g_optimizer.state_dict(), "d_optimizer": d_optimizer.state_dict(),
+                "g_running": g_running.state_dict()}, path)
+    loaded = load_rosinality(path, impl="reference", optimizers=True)
+    ours_g, ours_d = loaded["generator"], loaded["discriminator"]
+    # Only the parameters that had gradients at 8 px have a state, as in the seed.
+    assert "mapping.layers.0.weight" in loaded["g_optimizer"] and "synthesis.blocks.1.conv2.weight" in loaded[
+        "g_optimizer"]
+    assert not any(name.startswith("synthesis.blocks.2.") for name in loaded["g_optimizer"])
+    assert loaded["g_optimizer"]["synthesis.blocks.0.adain1.noise_weight"]["exp_avg"].shape == (8,)
+    ours_g_optimizer, ours_d_optimizer = make_optimizers(ours_g, ours_d)
+    checkpoint.load_adam_states(ours_g_optimizer, ours_g, loaded["g_optimizer"])
+    checkpoint.load_adam_states(ours_d_optimizer, ours_d, loaded["d_optimizer"])
+
+    # One more step on each side moves every parameter alike: each moment reached its parameter. (With fresh
+    # moments Adam's first step would be lr * sign(grad) instead.)
+    seed_before = (checkpoint.convert_generator(generator.state_dict()).state_dict(),
+                   checkpoint.convert_discriminator(discriminator.state_dict()).state_dict())
+    ours_before = ({k: v.clone() for k, v in ours_g.state_dict().items()},
+                   {k: v.clone() for k, v in ours_d.state_dict().items()})
+    adam_steps(generator, discriminator, g_optimizer, d_optimizer, steps=1, seed=5)
+    adam_steps(ours_g, ours_d, ours_g_optimizer, ours_d_optimizer, steps=1, seed=5)
+    seed_after = (checkpoint.convert_generator(generator.state_dict()).state_dict(),
+                  checkpoint.convert_discriminator(discriminator.state_dict()).state_dict())
+    for before, after, ours_start, ours in zip(seed_before, seed_after, ours_before, (ours_g, ours_d)):
+        for key, value in ours.state_dict().items():
+            if re.fullmatch(r"synthesis\.blocks\.\d+\.conv[12]\.bias", key):
+                continue  # an instance norm follows: their gradients are rounding noise, and so is Adam's step
+            torch.testing.assert_close(value - ours_start[key], after[key] - before[key], rtol=1e-3, atol=1e-7,
+                                       msg=lambda m, key=key: f"{key}: {m}")
+
+
+def test_bad_optimizer_states(tmp_path):
+    generator, discriminator, g_running = seed_models()
+    g_optimizer, d_optimizer = seed.optimizers(generator, discriminator)
+    adam_steps(generator, discriminator, g_optimizer, d_optimizer, steps=1)
+    good = {"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+            "g_optimizer": g_optimizer.state_dict(), "d_optimizer": d_optimizer.state_dict()}
+    one_group = {**good["g_optimizer"], "param_groups": good["g_optimizer"]["param_groups"][:1]}
+    d_states = good["d_optimizer"]["state"]
+    index = next(iter(d_states))  # a parameter that had a gradient at 8 px
+    short_moment = {**good["d_optimizer"], "state": {**d_states, index: {**d_states[index], "exp_avg": torch.zeros(3)}}}
+    for edit, message in (({"g_optimizer": one_group}, "g_optimizer: 1 parameter group"),
+                          ({"d_optimizer": short_moment}, f"d_optimizer: exp_avg of parameter {index}")):
+        path = tmp_path / "bad.model"
+        torch.save({**good, **edit}, path)
+        with pytest.raises(CheckpointError, match=message):
+            load_rosinality(path, impl="reference", optimizers=True)
+        assert load_rosinality(path, impl="reference")["generator"] is not None  # the models alone still load
 
 
 def test_ema_only_file(tmp_path):

@@ -180,17 +180,31 @@ def test_resume_from_a_seed_checkpoint_starts_from_its_weights(lmdb_path, tmp_pa
     widths = dict(channel_base=1024, max_channels=16)
     generator = seed_reference.StyledGenerator(code_dim=16, n_mlp=2, **widths)
     discriminator = seed_reference.Discriminator(**widths)
+    g_optimizer, d_optimizer = seed_reference.optimizers(generator, discriminator)
+    discriminator(generator(torch.randn(2, 16), step=1), step=1).mean().backward()
+    g_optimizer.step()
+    d_optimizer.step()
     path = tmp_path / "train_step-1.model"  # the seed moved to step 1 (8 px)
     torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                "g_running": generator.state_dict(), "g_optimizer": {}, "d_optimizer": {}}, path)
+                "g_running": generator.state_dict(), "g_optimizer": g_optimizer.state_dict(),
+                "d_optimizer": d_optimizer.state_dict()}, path)
     config, resume = make_config(args_for(lmdb_path, tmp_path / "out", iterations=1)[:1] +
                                  ["--resume", str(path), "--out", str(tmp_path / "out"), "--iterations", "1",
                                   "--max_size", "16", "--device", "cpu"])
     assert config.init_size == 8 and config.code_dim == 16 and config.max_channels == 16
     trainer = Trainer(config, resume, log=lambda *a, **k: None)
     assert trainer.progress.fade_init and trainer.progress.alpha(trainer.schedule) < 1  # the seed fades in
-    converted = ckpt.load_rosinality(path)["generator"].state_dict()
-    assert all(torch.equal(converted[k], v) for k, v in trainer.generator.state_dict().items())
+    converted = ckpt.load_rosinality(path, optimizers=True)
+    assert all(torch.equal(converted["generator"].state_dict()[k], v)
+               for k, v in trainer.generator.state_dict().items())
+    # The seed's Adam moments continue, each on its parameter (the models are checked in test_checkpoint.py).
+    for optimizer, model, name in ((trainer.g_optimizer, trainer.generator, "g_optimizer"),
+                                   (trainer.d_optimizer, trainer.discriminator, "d_optimizer")):
+        states = {param_name: optimizer.state[param] for param_name, param in model.named_parameters()
+                  if param in optimizer.state}
+        assert states.keys() == converted[name].keys() and states
+        for param_name, state in states.items():
+            torch.testing.assert_close(state["exp_avg_sq"], converted[name][param_name]["exp_avg_sq"])
 
 
 # ------------------------------------------------------------------------------------------------- bad input

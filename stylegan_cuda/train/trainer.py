@@ -3,7 +3,7 @@
 - ``--resume`` continues at the same resolution, fade-in and image count, with the optimizers, the EMA generator,
   every random generator and the data order: the resumed run computes the same losses as an uninterrupted one.
   A file holding only the EMA generator is refused with an explanation; the seed's ``train_step-N.model`` files start
-  a run from their weights (fresh optimizers) through :func:`stylegan_cuda.checkpoint.load_rosinality`.
+  a run from their weights and Adam states through :func:`stylegan_cuda.checkpoint.load_rosinality`.
 - ``--out DIR`` is created with ``DIR/checkpoint`` and ``DIR/sample``; checkpoints are written atomically.
 - ``--lr`` is the learning rate when ``--sched`` is off (the seed overwrote it).
 - Samples use fixed latents and noise, so successive sample grids show the same images evolving.
@@ -198,6 +198,7 @@ class ResumeSource:
     models: dict
     training: dict | None
     init_size: int | None = None  # for the seed's train_step-N.model
+    seed_adam_states: dict | None = None  # the seed's optimizer states by parameter name (checkpoint.load_rosinality)
 
 
 def find_checkpoint(path) -> Path:
@@ -249,14 +250,15 @@ def read_resume(path, impl: str = "auto") -> ResumeSource:
     if isinstance(data, dict) and ("g_running" in data or "generator" in data or
                                    "generator.progression.0.conv1.input" in data or
                                    "module.generator.progression.0.conv1.input" in data):
-        models = ckpt.load_rosinality(path, impl=impl)
+        models = ckpt.load_rosinality(path, impl=impl, optimizers=True)
+        adam_states = {name: models.pop(name) for name in ("g_optimizer", "d_optimizer")}
         if models["generator"] is None or models["discriminator"] is None:
             raise TrainError(EMA_ONLY.format(path=path, what=" of the seed (a NNNNNN.model file)"))
         match = re.search(r"train_step-(\d+)", path.name)
         init_size = None
         if match:
             init_size = RESOLUTIONS[min(int(match.group(1)), len(RESOLUTIONS) - 1)]
-        return ResumeSource(path, models, None, init_size)
+        return ResumeSource(path, models, None, init_size, adam_states)
     raise TrainError(f"--resume {path}: not a checkpoint of train.py nor of the seed "
                      "(rosinality/style-based-gan-pytorch)")
 
@@ -355,6 +357,8 @@ class Trainer:
         self.step_config = StepConfig(loss=config.loss, mixing=config.mixing, r1_gamma=config.r1_gamma,
                                       gp_weight=config.gp_weight, amp=config.amp, ema_decay=config.ema_decay)
 
+        if resume is not None and resume.seed_adam_states is not None:
+            self._load_seed_adam_states(resume.seed_adam_states)
         rng = None
         if resume is not None and resume.training is not None:
             rng = self._load_training(resume.training)
@@ -381,6 +385,13 @@ class Trainer:
         self.g_running.load_state_dict(ema.state_dict())
         if resume.training is None:
             self.progress.fade_init = True
+
+    def _load_seed_adam_states(self, states: dict) -> None:
+        """Continue the seed's Adam moments: its state of each parameter, found by name."""
+        for optimizer, model, name in ((self.g_optimizer, self.generator, "g_optimizer"),
+                                       (self.d_optimizer, self.discriminator, "d_optimizer")):
+            if states[name] is not None:
+                ckpt.load_adam_states(optimizer, model, states[name])
 
     def _load_training(self, training: dict):
         self.progress = Progress.from_state_dict(training["progress"])
