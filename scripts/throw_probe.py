@@ -10,6 +10,7 @@ that crashes is run again under cuda-gdb (where the image has it) for a native b
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -39,38 +40,47 @@ def minimal_op_case(cflags: list[str], ldflags: list[str]) -> str:
     )
 
 
-def cases() -> dict[str, str]:
+OUR_OP = (
+    "from stylegan_cuda.ops.build import load_extension\nload_extension()\n"
+    "torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3), torch.ones(4), 0.2, 1.0)\n"
+)
+# Variables that change how torch records the C++ stack of an error (its own unwinder, symbolization).
+STACK_VARIABLES = ("TORCH_SHOW_CPP_STACKTRACES", "TORCH_SYMBOLIZE_MODE", "TORCH_DISABLE_ADDR2LINE")
+
+
+def cases() -> dict[str, tuple[str, dict[str, str]]]:
+    """name: (code, environment changes)."""
     from stylegan_cuda.ops.build import LINK_FLAGS, compile_flags
 
     cflags = compile_flags(with_cuda=False, native=True)[0]
     return {
-        "torch's own error": "torch.ones(2) + torch.ones(3)\n",
-        "stylegan_cuda op, bad bias": (
-            "from stylegan_cuda.ops.build import load_extension\nload_extension()\n"
-            "torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3), torch.ones(4), 0.2, 1.0)\n"
-        ),
-        "minimal op, no extra flags": minimal_op_case([], []),
-        "minimal op, the extension's flags": minimal_op_case(cflags, LINK_FLAGS),
-        "minimal op, no -march=native": minimal_op_case([f for f in cflags if f != "-march=native"], LINK_FLAGS),
-        "minimal op, no OpenMP": minimal_op_case([f for f in cflags if f != "-fopenmp"], []),
+        "torch's own error": ("torch.ones(2) + torch.ones(3)\n", {}),
+        "stylegan_cuda op, bad bias": (OUR_OP, {}),
+        "stylegan_cuda op, C++ stacks off": (OUR_OP, {"TORCH_SHOW_CPP_STACKTRACES": "0"}),
+        "stylegan_cuda op, C++ stacks on": (OUR_OP, {"TORCH_SHOW_CPP_STACKTRACES": "1"}),
+        "minimal op, no extra flags": (minimal_op_case([], []), {}),
+        "minimal op, the extension's flags": (minimal_op_case(cflags, LINK_FLAGS), {}),
+        "minimal op, no -march=native": (minimal_op_case([f for f in cflags if f != "-march=native"], LINK_FLAGS), {}),
+        "minimal op, no OpenMP": (minimal_op_case([f for f in cflags if f != "-fopenmp"], []), {}),
     }
 
 
-def run(code: str, timeout: int = 600) -> tuple[int, str]:
+def run(code: str, env: dict[str, str], timeout: int = 600) -> tuple[int, str]:
     body = PRELUDE + "try:\n" + "".join(f"    {line}\n" for line in code.splitlines())
     body += "except RuntimeError as error:\n    print('RuntimeError:', str(error).splitlines()[0])\n"
-    done = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env})
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def backtrace(code: str) -> str:
+def backtrace(code: str, env: dict[str, str]) -> str:
     debugger = shutil.which("cuda-gdb") or shutil.which("gdb")
     if debugger is None:
         return "(no cuda-gdb or gdb here)"
     body = PRELUDE + code
     done = subprocess.run(
         [debugger, "-batch", "-ex", "run", "-ex", "bt 40", "--args", sys.executable, "-c", body],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env={**os.environ, **env},
     )
     lines = (done.stdout + done.stderr).splitlines()
     return "\n".join(line for line in lines if line.startswith("#") or "SIG" in line)
@@ -96,16 +106,17 @@ def library_facts() -> str:
 
 def main() -> int:
     print(library_facts())
+    print("environment:", {name: os.environ.get(name) for name in STACK_VARIABLES})
     crashed = []
-    for name, code in cases().items():
-        rc, output = run(code)
+    for name, (code, env) in cases().items():
+        rc, output = run(code, env)
         verdict = "raised" if rc == 0 and "RuntimeError:" in output else f"CRASHED (exit {rc})"
         lines = output.splitlines() or [""]
         print(f"{name:40s} {verdict}\n    {next((l for l in lines if 'RuntimeError:' in l), lines[-1])}")
         if rc != 0:
-            crashed.append((name, code))
-    for name, code in crashed[:2]:
-        print(f"\nbacktrace of '{name}':\n{backtrace(code)}")
+            crashed.append((name, code, env))
+    for name, code, env in crashed[:2]:
+        print(f"\nbacktrace of '{name}':\n{backtrace(code, env)}")
     return 1 if crashed else 0
 
 
