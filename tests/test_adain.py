@@ -14,7 +14,8 @@ SAMPLES = [
     ((2, 5, 7, 9), False, True),  # odd plane: no 16-byte loads on CUDA
     ((2, 5, 7, 9), True, True),
     ((2, 8, 16, 16), True, False),
-    ((2, 70, 5, 6), True, True),  # channels_last with a partial block of channels on the CPU
+    ((2, 70, 5, 6), True, True),  # channels_last with a partial block of channels
+    ((1, 40, 33, 31), True, True),  # channels_last, batch 1: PyTorch's own instance_norm backward errs here (below)
     ((1, 2, 130, 129), False, True),  # more than one CUDA tile, odd
     ((1, 3, 256, 256), False, True),  # several CUDA tiles
 ]
@@ -51,17 +52,37 @@ def test_forward_matches_reference(sample, device, dtype):
     assert check_forward(run_extension, adain_noise_reference, inputs, dtype).shape == inputs[0].shape
 
 
+def contiguous_copies(inputs):
+    return tuple(None if t is None else t.detach().contiguous().requires_grad_(t.requires_grad) for t in inputs)
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 def test_backward_matches_reference(sample, device):
     inputs = make_inputs(sample, device, torch.float32, requires_grad=True)
     grad_out = torch.randn_like(inputs[0])
     # Without noise, noise_weight takes no part: no gradient from either.
-    grads = dict(grad_outputs=grad_out, allow_unused=True, materialize_grads=True)
-    got = torch.autograd.grad(run_extension(*inputs), leaves_of(inputs), **grads)
-    want = torch.autograd.grad(adain_noise_reference(*inputs), leaves_of(inputs), **grads)
+    grads = dict(allow_unused=True, materialize_grads=True)
+    got = torch.autograd.grad(run_extension(*inputs), leaves_of(inputs), grad_out, **grads)
+    # The reference runs on contiguous copies: F.instance_norm's CPU backward is wrong for channels_last x and
+    # grad_out with batch 1 (torch 2.11 and 2.14.1; test_pytorch_instance_norm_channels_last_batch_one).
+    reference_inputs = contiguous_copies(inputs)
+    want = torch.autograd.grad(adain_noise_reference(*reference_inputs), leaves_of(reference_inputs),
+                               grad_out.contiguous(), **grads)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
     assert_same_layout(got[0], inputs[0])
+
+
+def test_channels_last_batch_one_gradients_are_right(device):
+    """Where F.instance_norm's CPU backward errs (channels_last, batch 1: the reference and the seed inherit it), the
+    kernel agrees with the reference run on contiguous float64 copies."""
+    inputs = make_inputs(((1, 70, 5, 6), True, True), device, torch.float64, requires_grad=True)
+    grad_out = torch.randn_like(inputs[0])
+    got = torch.autograd.grad(run_extension(*inputs), inputs, grad_out)
+    reference_inputs = contiguous_copies(inputs)
+    want = torch.autograd.grad(adain_noise_reference(*reference_inputs), reference_inputs, grad_out.contiguous())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
