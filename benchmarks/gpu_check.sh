@@ -2,7 +2,7 @@
 # Everything a lent GPU session runs, in one call: build, the full test suite (CUDA tests included), the
 # benchmarks. Logs and result JSON go to $OUT (default: benchmarks/results/gpu_check) so they come back.
 #   bash benchmarks/gpu_check.sh [tests|bench|all]   (default: all)
-# The device tool allows 600 s a call and each part is bounded by its timeouts below (tests: 150 + 330 s, bench:
+# The device tool allows 600 s a call and each part is bounded by its timeouts below (tests: 200 + 330 s, bench:
 # 240 + 90 + 200 s): run `tests` and `bench` as two calls.
 # The lent H100/H200 image (Python 3.12, torch 2.11) lacks lmdb: carry it as a wheel in .whl/ (ignored by git):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -28,7 +28,7 @@ fi
 $PY -m stylegan_cuda.build 2>&1 | tee -a "$OUT/gpu_info.txt"
 if [[ $what == all || $what == tests ]]; then
   # C++ errors from registered ops: raised, or a crash (seen on the H100 image with torch 2.11)?
-  timeout "${PROBE_TIMEOUT:-150}" $PY scripts/throw_probe.py 2>&1 | tee "$OUT/throw_probe.log"
+  timeout "${PROBE_TIMEOUT:-200}" $PY scripts/throw_probe.py 2>&1 | tee "$OUT/throw_probe.log"
   parallel=$($PY -c "import xdist; print('-n 8')" 2>/dev/null)  # pytest-xdist, where installed
   timeout "${TEST_TIMEOUT:-330}" $PY -m pytest -q --no-header -p no:cacheprovider $parallel 2>&1 | tee "$OUT/pytest.log" | tail -40
 fi

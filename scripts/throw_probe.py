@@ -58,6 +58,8 @@ def cases() -> dict[str, tuple[str, dict[str, str]]]:
         "stylegan_cuda op, bad bias": (OUR_OP, {}),
         "stylegan_cuda op, C++ stacks off": (OUR_OP, {"TORCH_SHOW_CPP_STACKTRACES": "0"}),
         "stylegan_cuda op, C++ stacks on": (OUR_OP, {"TORCH_SHOW_CPP_STACKTRACES": "1"}),
+        "stylegan_cuda op, CPU-only build": (OUR_OP, {"STYLEGAN_CUDA_BUILD_CUDA": "0",
+                                                      "TORCH_EXTENSIONS_DIR": tempfile.mkdtemp(prefix="throw_probe_")}),
         "minimal op, no extra flags": (minimal_op_case([], []), {}),
         "minimal op, the extension's flags": (minimal_op_case(cflags, LINK_FLAGS), {}),
         "minimal op, no -march=native": (minimal_op_case([f for f in cflags if f != "-march=native"], LINK_FLAGS), {}),
@@ -65,12 +67,19 @@ def cases() -> dict[str, tuple[str, dict[str, str]]]:
     }
 
 
-def run(code: str, env: dict[str, str], timeout: int = 600) -> tuple[int, str]:
+def run(code: str, env: dict[str, str], timeout: int = 300) -> tuple[str, str]:
+    """(verdict, output) of ``code`` in a child process that catches the RuntimeError it should raise."""
     body = PRELUDE + "try:\n" + "".join(f"    {line}\n" for line in code.splitlines())
     body += "except RuntimeError as error:\n    print('RuntimeError:', str(error).splitlines()[0])\n"
-    done = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **env})
-    return done.returncode, (done.stdout + done.stderr).strip()
+    try:
+        done = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **env})
+    except subprocess.TimeoutExpired:
+        return f"TIMED OUT after {timeout} s", ""
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        return f"CRASHED (exit {done.returncode})", output
+    return ("raised" if "RuntimeError:" in output else "did not raise"), output
 
 
 def backtrace(code: str, env: dict[str, str]) -> str:
@@ -107,17 +116,17 @@ def library_facts() -> str:
 def main() -> int:
     print(library_facts())
     print("environment:", {name: os.environ.get(name) for name in STACK_VARIABLES})
-    crashed = []
+    crashed, all_raised = [], True
     for name, (code, env) in cases().items():
-        rc, output = run(code, env)
-        verdict = "raised" if rc == 0 and "RuntimeError:" in output else f"CRASHED (exit {rc})"
+        verdict, output = run(code, env)
+        all_raised = all_raised and verdict == "raised"
         lines = output.splitlines() or [""]
         print(f"{name:40s} {verdict}\n    {next((l for l in lines if 'RuntimeError:' in l), lines[-1])}")
-        if rc != 0:
+        if verdict.startswith("CRASHED"):
             crashed.append((name, code, env))
     for name, code, env in crashed[:2]:
         print(f"\nbacktrace of '{name}':\n{backtrace(code, env)}")
-    return 1 if crashed else 0
+    return 0 if all_raised else 1
 
 
 if __name__ == "__main__":
