@@ -44,12 +44,16 @@ def time_ms(fn: Callable[[], object], device: str, warmup: int = 3, repeat: int 
     return statistics.median(times)
 
 
-def copy_bandwidth_gbs(device: str, nbytes: int = 256 * 2**20) -> float:
-    """Measured device copy bandwidth, counting the bytes read and the bytes written."""
-    src = torch.randn(nbytes // 4, device=device)
+def tensor_copy_gbs(src: torch.Tensor, device: str) -> float:
+    """Bandwidth of copying ``src`` into a tensor like it, counting the bytes read and the bytes written."""
     dst = torch.empty_like(src)
     ms = time_ms(lambda: dst.copy_(src), device, repeat=20)
-    return 2 * nbytes / ms / 1e6
+    return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
+def copy_bandwidth_gbs(device: str, nbytes: int = 256 * 2**20) -> float:
+    """Measured device copy bandwidth (a 256 MiB float32 tensor), counting the bytes read and the bytes written."""
+    return tensor_copy_gbs(torch.randn(nbytes // 4, device=device), device)
 
 
 def machine_info(device: str) -> dict:

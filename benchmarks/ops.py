@@ -4,7 +4,9 @@
                              [--quick] [--profile]
 
 Prints a table and writes ``benchmarks/results/ops_<device>.json`` (machine, torch version, threads).
-Achieved bandwidth = the fewest bytes the op must move / time; ``copy`` is the device's measured copy bandwidth.
+Achieved bandwidth = the fewest bytes the op must move / time, against the device's measured copy bandwidth (a
+256 MiB copy) and against a copy of the op's own input (same shape and dtype: what an elementwise op can reach at
+that size).
 ``--profile`` also records where the extension's time goes (the kernels of one iteration, from torch.profiler).
 """
 
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .harness import OpCase, copy_bandwidth_gbs, format_table, synchronize, time_ms, write_results
+from .harness import (OpCase, copy_bandwidth_gbs, format_table, synchronize, tensor_copy_gbs, time_ms,
+                      write_results)
 
 OPS = tuple(sorted(p.stem for p in (Path(__file__).parent / "cases").glob("[!_]*.py")))
 IMPLS = ("extension", "reference", "compiled")
@@ -62,6 +65,7 @@ def kernel_times(step, device: str, iterations: int = 5) -> list[dict]:
 def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, repeat: int,
                profile: bool = False) -> list[dict]:
     rows = []
+    same_size_copy_gbs = tensor_copy_gbs(case.make_inputs(device, dtype)[0], device)
     for backward in (False, True):
         inputs = case.make_inputs(device, dtype)
         if backward:
@@ -89,6 +93,7 @@ def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, r
             "speedup_vs_reference": times["reference"] / times["extension"],
             "speedup_vs_compiled": times["compiled"] / times["extension"],
             "extension_gbs": gbs, "fraction_of_copy": gbs / copy_gbs,
+            "fraction_of_same_size_copy": gbs / same_size_copy_gbs,
         })
         if profile:
             rows[-1]["extension_kernels"] = kernels
@@ -101,6 +106,7 @@ COLUMNS = [
     ("extension_ms", "ext ms", ".3f"), ("reference_ms", "eager ms", ".3f"), ("compiled_ms", "compiled ms", ".3f"),
     ("speedup_vs_reference", "x eager", ".2f"), ("speedup_vs_compiled", "x compiled", ".2f"),
     ("extension_gbs", "ext GB/s", ".1f"), ("fraction_of_copy", "of copy", ".0%"),
+    ("fraction_of_same_size_copy", "of same-size copy", ".0%"),
 ]
 
 

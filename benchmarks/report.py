@@ -17,19 +17,21 @@ def table(path: Path) -> str:
     data = json.loads(path.read_text())
     machine = data["machine"]
     where = machine.get("gpu") or f"{machine.get('cpu', 'CPU')}, {machine.get('cpu_threads')} threads"
+    shown = path.relative_to(RESULTS_DIR.parent.parent) if path.is_relative_to(RESULTS_DIR.parent.parent) else path
     lines = [
         f"**{where}**, torch {machine['torch']}, {machine['date']}, copy bandwidth {data['copy_gbs']:.0f} GB/s"
-        f" (`{path.relative_to(RESULTS_DIR.parent.parent)}`)",
+        f" (`{shown}`)",
         "",
-        "| op | shape | dtype | pass | ext ms | eager ms | compiled ms | x eager | x compiled | of copy |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| op | shape | dtype | pass | ext ms | eager ms | compiled ms | x eager | x compiled | of copy "
+        "| of same-size copy |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in data["rows"]:
         lines.append(
             f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['pass']} | {_cell(r['extension_ms'], '.3f')} | "
             f"{_cell(r['reference_ms'], '.3f')} | {_cell(r['compiled_ms'], '.3f')} | "
             f"{_cell(r['speedup_vs_reference'], '.2f')} | {_cell(r['speedup_vs_compiled'], '.2f')} | "
-            f"{_cell(r['fraction_of_copy'], '.0%')} |"
+            f"{_cell(r['fraction_of_copy'], '.0%')} | {_cell(r.get('fraction_of_same_size_copy'), '.0%')} |"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,40 @@
+"""The benchmark runners work end to end on the CPU: a broken runner would waste a lent GPU's minutes."""
+
+import json
+
+import pytest
+
+from benchmarks import harness, model, ops, report
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "RESULTS_DIR", tmp_path)
+    return tmp_path
+
+
+def test_op_benchmark_writes_rows_profile_and_report(results_dir, capsys):
+    ops.main(["--device", "cpu", "--quick", "--ops", "bias_act", "--profile"])
+    (path,) = results_dir.glob("ops_quick_cpu_*.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert [row["pass"] for row in rows] == ["fwd", "fwd+bwd"]
+    for row in rows:
+        assert row["extension_ms"] > 0 and row["reference_ms"] > 0 and row["compiled_ms"] > 0
+        assert row["fraction_of_copy"] > 0 and row["fraction_of_same_size_copy"] > 0
+        assert any("stylegan_cuda" in kernel["name"] for kernel in row["extension_kernels"])
+    assert "of same-size copy" in capsys.readouterr().out
+    assert "| bias_act | 8x128x64x64 | float32 | fwd |" in report.table(path)
+
+
+def test_model_benchmark_writes_rows(results_dir):
+    model.main(["--device", "cpu", "--quick", "--max-channels", "16", "--batch", "2", "--repeat", "1"])
+    (path,) = results_dir.glob("model_cpu_*.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert {row["variant"] for row in rows} == {"extension fp32", "reference fp32"}
+    assert all(row["train_ms"] > 0 and row["forward_ms"] > 0 for row in rows)
+
+
+def test_op_benchmark_rejects_an_unknown_op(capsys):
+    with pytest.raises(SystemExit):
+        ops.main(["--device", "cpu", "--ops", "bias_act,nope"])
+    assert "unknown op(s) nope" in capsys.readouterr().err
