@@ -177,6 +177,8 @@ def _convert_adam_state(optimizer: dict, seed_state: dict, model: nn.Module, lay
     if not isinstance(optimizer, dict) or not optimizer.get("param_groups"):
         return None
     groups, states = optimizer["param_groups"], optimizer.get("state", {})
+    if not isinstance(groups, list) or not isinstance(states, dict):
+        raise CheckpointError("not an optimizer state: expected a list of param_groups and a dict of states")
     if len(groups) != len(group_prefixes):
         raise CheckpointError(f"{len(groups)} parameter group(s), the seed's optimizer has {len(group_prefixes)}")
     ours = dict(layout)
@@ -256,7 +258,12 @@ def load_rosinality(path, impl: str | None = "auto", optimizers: bool = False) -
     ``"d_optimizer"``: the Adam state of each parameter (``step``, ``exp_avg``, ``exp_avg_sq``) keyed by this
     project's parameter names, or ``None`` where the file has none.
     """
-    data = _read(path)
+    return rosinality_from_data(_read(path), path, impl, optimizers)
+
+
+def rosinality_from_data(data: object, path, impl: str | None = "auto", optimizers: bool = False) -> dict[str, object]:
+    """:func:`load_rosinality` of a file already read with ``torch.load(..., weights_only=True)`` (``path`` for
+    the error messages)."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint of the seed")
     if "generator.progression.0.conv1.input" in _strip_data_parallel(data):
@@ -323,7 +330,11 @@ def load(path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
 
     Other top-level entries (a trainer's state) are left to their readers.
     """
-    data = _read(path)
+    return load_from_data(_read(path), path, impl)
+
+
+def load_from_data(data: object, path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
+    """:func:`load` of a file already read with ``torch.load(..., weights_only=True)`` (``path`` for the errors)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (for the seed's files use load_rosinality)")
     if data.get("version") != VERSION:

@@ -145,8 +145,10 @@ def test_bad_optimizer_states(tmp_path):
     d_states = good["d_optimizer"]["state"]
     index = next(iter(d_states))  # a parameter that had a gradient at 8 px
     short_moment = {**good["d_optimizer"], "state": {**d_states, index: {**d_states[index], "exp_avg": torch.zeros(3)}}}
+    listed_states = {**good["g_optimizer"], "state": list(good["g_optimizer"]["state"].values())}
     for edit, message in (({"g_optimizer": one_group}, "g_optimizer: 1 parameter group"),
-                          ({"d_optimizer": short_moment}, f"d_optimizer: exp_avg of parameter {index}")):
+                          ({"d_optimizer": short_moment}, f"d_optimizer: exp_avg of parameter {index}"),
+                          ({"g_optimizer": listed_states}, "g_optimizer: not an optimizer state")):
         path = tmp_path / "bad.model"
         torch.save({**good, **edit}, path)
         with pytest.raises(CheckpointError, match=message):

@@ -69,14 +69,14 @@ def load_generator(path, size: int | None = None, impl: str | None = "auto", dev
         raise GenerateError(f"{path} holds a {type(data).__name__}, not a checkpoint")
     alpha, resolution = 1.0, None
     if data.get("format") == ckpt.FORMAT:
-        models = ckpt.load(path, impl=impl)
+        models = ckpt.load_from_data(data, path, impl=impl)
         training = data.get("training")
         if isinstance(training, dict) and "progress" in training:
             resolution = RESOLUTIONS[int(training["progress"]["step"])]
             alpha = float(training.get("alpha", 1.0))
         kind = "train.py checkpoint" if resolution else "stylegan_cuda checkpoint"
     else:
-        models = ckpt.load_rosinality(path, impl=impl)
+        models = ckpt.rosinality_from_data(data, path, impl=impl)
         match = re.fullmatch(r"train_step-(\d+)\.model", path.name)
         if match and 1 <= int(match.group(1)) <= MAX_STEP + 1:
             # The seed writes train_step-N when it moves to step N: the models are trained to step N - 1.

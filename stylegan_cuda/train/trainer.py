@@ -234,7 +234,7 @@ def read_resume(path, impl: str = "auto") -> ResumeSource:
     path = find_checkpoint(path)
     data = _torch_load(path)
     if isinstance(data, dict) and data.get("format") == ckpt.FORMAT:
-        models = ckpt.load(path, impl=impl)
+        models = ckpt.load_from_data(data, path, impl=impl)
         training = data.get("training")
         if training is not None:
             if not isinstance(training, dict) or training.get("kind") != TRAINING_KIND:
@@ -250,7 +250,7 @@ def read_resume(path, impl: str = "auto") -> ResumeSource:
     if isinstance(data, dict) and ("g_running" in data or "generator" in data or
                                    "generator.progression.0.conv1.input" in data or
                                    "module.generator.progression.0.conv1.input" in data):
-        models = ckpt.load_rosinality(path, impl=impl, optimizers=True)
+        models = ckpt.rosinality_from_data(data, path, impl=impl, optimizers=True)
         adam_states = {name: models.pop(name) for name in ("g_optimizer", "d_optimizer")}
         if models["generator"] is None or models["discriminator"] is None:
             raise TrainError(EMA_ONLY.format(path=path, what=" of the seed (a NNNNNN.model file)"))
