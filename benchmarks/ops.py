@@ -53,11 +53,11 @@ def kernel_times(step, device: str, iterations: int = 5) -> list[dict]:
             step()
         synchronize(device)
     totals: dict[str, float] = {}
+    wanted = torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU
     for event in prof.events():
-        if event.device_type == (torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU):
-            if device == "cuda" or event.cpu_parent is None:  # on the CPU, top-level ops only
-                time_us = event.device_time if device == "cuda" else event.cpu_time
-                totals[event.name] = totals.get(event.name, 0.0) + time_us / 1e3 / iterations
+        if event.device_type == wanted and (device == "cuda" or event.cpu_parent is None):  # CPU: top-level ops
+            time_us = event.device_time if device == "cuda" else event.cpu_time
+            totals[event.name] = totals.get(event.name, 0.0) + time_us / 1e3 / iterations
     ranked = sorted(totals.items(), key=lambda item: -item[1])
     return [{"name": name[:80], "ms": ms} for name, ms in ranked[:8]]
 

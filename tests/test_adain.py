@@ -64,7 +64,7 @@ def test_backward_matches_reference(sample, device):
     grads = dict(allow_unused=True, materialize_grads=True)
     got = torch.autograd.grad(run_extension(*inputs), leaves_of(inputs), grad_out, **grads)
     # The reference runs on contiguous copies: F.instance_norm's CPU backward is wrong for channels_last x and
-    # grad_out with batch 1 (torch 2.11 and 2.14.1; test_pytorch_instance_norm_channels_last_batch_one).
+    # grad_out with batch 1 (torch 2.11 and 2.14.1; see test_channels_last_batch_one_gradients_are_right).
     reference_inputs = contiguous_copies(inputs)
     want = torch.autograd.grad(adain_noise_reference(*reference_inputs), leaves_of(reference_inputs),
                                grad_out.contiguous(), **grads)
