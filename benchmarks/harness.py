@@ -44,6 +44,23 @@ def time_ms(fn: Callable[[], object], device: str, warmup: int = 3, repeat: int 
     return statistics.median(times)
 
 
+def interleaved_ms(fns: dict[str, Callable[[], object]], device: str, repeat: int,
+                   min_seconds: float = 0.0) -> dict[str, float]:
+    """Median milliseconds of each function, timed in turns (one call of each per round, at least ``repeat`` rounds
+    and ``min_seconds`` in all) so that a changing machine load hits all of them alike."""
+    for fn in fns.values():
+        fn()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeat or (time.perf_counter() - start < min_seconds and rounds < 10 * repeat):
+        for name, fn in fns.items():
+            times[name].append(time_ms(fn, device, warmup=0, repeat=1, min_seconds=0))
+        rounds += 1
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def tensor_copy_gbs(src: torch.Tensor, device: str) -> float:
     """Bandwidth of copying ``src`` into a tensor like it, counting the bytes read and the bytes written."""
     dst = torch.empty_like(src)

@@ -16,7 +16,6 @@ import argparse
 import copy
 import dataclasses
 import random
-import statistics
 import sys
 
 import torch
@@ -24,7 +23,7 @@ import torch
 from stylegan_cuda.models import RESOLUTIONS, Discriminator, StyledGenerator, set_impl
 from stylegan_cuda.train import make_optimizers, train_step
 
-from .harness import format_table, synchronize, time_ms, write_results
+from .harness import format_table, interleaved_ms, synchronize, write_results
 
 ALPHA = 0.5
 
@@ -88,18 +87,6 @@ def _workloads(device: str, variant: Variant, resolution: int, batch: int,
             train_step(generator, discriminator, g_optimizer, d_optimizer, real, step, ALPHA, g_running=g_running)
 
     return forward, iteration
-
-
-def interleaved_ms(fns: dict[str, object], device: str, repeat: int) -> dict[str, float]:
-    """Median milliseconds of each function, timed in turns so that a changing machine load hits all alike."""
-    for fn in fns.values():
-        fn()
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            times[name].append(time_ms(fn, device, warmup=0, repeat=1, min_seconds=0))
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench_resolution(device: str, variants: list[Variant], resolution: int, batch: int, max_channels: int,

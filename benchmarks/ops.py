@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .harness import (OpCase, copy_bandwidth_gbs, format_table, synchronize, tensor_copy_gbs, time_ms,
+from .harness import (OpCase, copy_bandwidth_gbs, format_table, interleaved_ms, synchronize, tensor_copy_gbs,
                       write_results)
 
 OPS = tuple(sorted(p.stem for p in (Path(__file__).parent / "cases").glob("[!_]*.py")))
@@ -77,11 +77,9 @@ def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, r
         torch._dynamo.reset()  # a fresh compile per shape and pass, never the recompile limit's eager fallback
         fns = {"extension": case.extension, "reference": case.reference,
                "compiled": torch.compile(case.reference, dynamic=False)}
-        times = {}
-        for impl, fn in fns.items():
-            context = torch.enable_grad() if backward else torch.no_grad()
-            with context:
-                times[impl] = time_ms(_runner(case, fn, inputs, backward), device, repeat=repeat)
+        with torch.enable_grad() if backward else torch.no_grad():
+            runners = {impl: _runner(case, fn, inputs, backward) for impl, fn in fns.items()}
+            times = interleaved_ms(runners, device, repeat, min_seconds=0.6)
         if profile:
             with torch.enable_grad() if backward else torch.no_grad():
                 kernels = kernel_times(_runner(case, case.extension, inputs, backward), device)

@@ -58,12 +58,55 @@ void interleave(scalar_t* __restrict__ dst, const acc_t* __restrict__ acc, int64
       dst[r + m * phases] = static_cast<scalar_t>(acc[r * class_stride + m]);
 }
 
+// One weighted input row of a tap sum.
+template <typename acc_t>
+struct RowTap {
+  acc_t weight;
+  const acc_t* row;
+};
+
+constexpr int kMaxFusedTaps = 16;
+
+// out[j] (+)= sum of weight * row[j] over N taps, in one pass: every output is loaded and stored once.
+template <typename acc_t, int N, bool ACCUMULATE>
+void sum_taps(acc_t* __restrict__ out, const RowTap<acc_t>* taps, int64_t len) {
+  acc_t w[N];
+  const acc_t* __restrict__ in[N];
+  for (int t = 0; t < N; ++t) w[t] = taps[t].weight, in[t] = taps[t].row;
+  for (int64_t j = 0; j < len; ++j) {
+    acc_t sum = ACCUMULATE ? out[j] : acc_t(0);
+#pragma GCC unroll 16
+    for (int t = 0; t < N; ++t) sum += w[t] * in[t][j];
+    out[j] = sum;
+  }
+}
+
+// sum_taps with N = count (1 to kMaxFusedTaps) chosen at run time.
+template <typename acc_t, bool ACCUMULATE, int N = 1>
+void sum_taps_of(acc_t* out, const RowTap<acc_t>* taps, int count, int64_t len) {
+  if constexpr (N < kMaxFusedTaps) {
+    if (count != N) return sum_taps_of<acc_t, ACCUMULATE, N + 1>(out, taps, count, len);
+  }
+  sum_taps<acc_t, N, ACCUMULATE>(out, taps, len);
+}
+
+// out[j] = sum of weight * row[j] over all `count` taps, kMaxFusedTaps at a time.
+template <typename acc_t>
+void sum_all_taps(acc_t* out, const RowTap<acc_t>* taps, int count, int64_t len) {
+  if (count == 0) std::fill(out, out + len, acc_t(0));
+  for (int first = 0; first < count; first += kMaxFusedTaps) {
+    const int n = std::min(kMaxFusedTaps, count - first);
+    if (first == 0) sum_taps_of<acc_t, false>(out, taps, n, len);
+    else sum_taps_of<acc_t, true>(out, taps + first, n, len);
+  }
+}
+
 // NCHW. Along x the output columns fall into `phases` classes, ox = r + phases * m; within a class every column has
 // the same taps, shifted by `stride` input columns per step of m. Input rows are converted to acc_t into a zero-padded
-// row split into `stride` interleaved phase rows, and the accumulators are kept per output class, so that every
-// (tap, class) pair is one unit-stride loop `acc[j] += w * in[j]`. Small planes are taken `group` at a time, side by
-// side in segments of `seg` elements, so that this loop runs over the whole group: positions past a plane's own
-// outputs compute ignored values.
+// row split into `stride` interleaved phase rows, and the outputs are kept per class, so that a class's row of
+// outputs is a sum of unit-stride weighted input rows, one per tap, taken in one pass (sum_all_taps). Small planes
+// are taken `group` at a time, side by side in segments of `seg` elements, so that these rows run over the whole
+// group: positions past a plane's own outputs compute ignored values.
 template <typename scalar_t>
 void upfirdn2d_planes(const Upfirdn2dParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -107,6 +150,7 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
 
   at::parallel_for(0, groups * blocks, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> slab, acc(phases * lane);
+    std::vector<RowTap<acc_t>> taps;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t plane_lo = task / blocks * group, plane_count = std::min(group, planes - plane_lo);
       const int64_t oy_begin = (task % blocks) * rows_per_task, oy_end = std::min(out_h, oy_begin + rows_per_task);
@@ -127,21 +171,17 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
       }
       const int64_t len = plane_count * seg;
       for (int64_t oy = oy_begin; oy < oy_end; ++oy) {
-        std::fill(acc.begin(), acc.end(), acc_t(0));
         const AxisTaps ty = axis_taps(oy, p.up_y, p.down_y, p.pad_y0, kh);
-        for (int t = 0; t < ty.count; ++t) {
-          const int64_t iy = ty.first + t;
-          if (iy < 0 || iy >= H) continue;
-          const acc_t* wrow = weights.data() + (ty.offset + t * p.up_y) * kw;
-          const acc_t* srow = slab.data() + (iy - row_lo) * row_len;
-          for (int64_t r = 0; r < phases; ++r) {
-            acc_t* __restrict__ a = acc.data() + r * lane;
-            for (const ColumnTap& tap : class_taps[r]) {
-              const acc_t w = wrow[tap.weight];
-              const acc_t* __restrict__ in = srow + tap.offset;
-              for (int64_t j = 0; j < len; ++j) a[j] += w * in[j];
-            }
+        for (int64_t r = 0; r < phases; ++r) {
+          taps.clear();
+          for (int t = 0; t < ty.count; ++t) {
+            const int64_t iy = ty.first + t;
+            if (iy < 0 || iy >= H) continue;
+            const acc_t* wrow = weights.data() + (ty.offset + t * p.up_y) * kw;
+            const acc_t* srow = slab.data() + (iy - row_lo) * row_len;
+            for (const ColumnTap& tap : class_taps[r]) taps.push_back({wrow[tap.weight], srow + tap.offset});
           }
+          sum_all_taps(acc.data() + r * lane, taps.data(), static_cast<int>(taps.size()), len);
         }
         for (int64_t k = 0; k < plane_count; ++k)
           interleave(out + ((plane_lo + k) * out_h + oy) * out_w, acc.data() + k * seg, out_w, phases, lane);
