@@ -2,8 +2,9 @@
 
 On the lent H100 image (torch 2.11, Ubuntu g++ 13.3) a bad-argument call straight into ``torch.ops.stylegan_cuda``
 ended in a segmentation fault, while the same call raises a RuntimeError on the CI machine. The cases below tell
-apart torch itself, this project's extension and a minimal op built with and without the extension's flags; a case
-that crashes is run again under cuda-gdb (where the image has it) for a native backtrace.
+apart torch itself, this project's extension (also built CPU-only) and a minimal op built with and without the
+extension's flags and with a CUDA unit beside it; a case that crashes is run again under cuda-gdb (where the image
+has it) for a native backtrace.
 
     python scripts/throw_probe.py          (gpu_check.sh runs it)
 """
@@ -17,6 +18,8 @@ import sys
 import tempfile
 
 PRELUDE = "import torch\n"
+# Marks the line of a case that should raise: what comes before it (building, loading) must not.
+CALL_MARK = "# the call\n"
 
 MINIMAL_OP = r"""
 #include <torch/library.h>
@@ -30,19 +33,24 @@ TORCH_LIBRARY_IMPL(throw_probe, CPU, m) { m.impl("throw_now", &throw_now); }
 """
 
 
-def minimal_op_case(cflags: list[str], ldflags: list[str]) -> str:
+# A CUDA translation unit beside the op, as in the extension's CPU + CUDA build (the op itself stays on the CPU).
+CUDA_UNIT = "__global__ void throw_probe_noop(float* x) { x[threadIdx.x] = 0; }\n"
+
+
+def minimal_op_case(cflags: list[str], ldflags: list[str], with_cuda: bool = False) -> str:
     build_dir = tempfile.mkdtemp(prefix="throw_probe_")
+    cuda = f"cuda_sources=[{CUDA_UNIT!r}], " if with_cuda else ""
     return (
         "from torch.utils.cpp_extension import load_inline\n"
-        f"load_inline('throw_probe', [{MINIMAL_OP!r}], extra_cflags={cflags!r}, extra_ldflags={ldflags!r}, "
+        f"load_inline('throw_probe', [{MINIMAL_OP!r}], {cuda}extra_cflags={cflags!r}, extra_ldflags={ldflags!r}, "
         f"build_directory={build_dir!r}, is_python_module=False)\n"
-        "torch.ops.throw_probe.throw_now(torch.ones(2))\n"
+        f"{CALL_MARK}torch.ops.throw_probe.throw_now(torch.ones(2))\n"
     )
 
 
 OUR_OP = (
     "from stylegan_cuda.ops.build import load_extension\nload_extension()\n"
-    "torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3), torch.ones(4), 0.2, 1.0)\n"
+    f"{CALL_MARK}torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3), torch.ones(4), 0.2, 1.0)\n"
 )
 # Variables that change how torch records the C++ stack of an error (its own unwinder, symbolization).
 STACK_VARIABLES = ("TORCH_SHOW_CPP_STACKTRACES", "TORCH_SYMBOLIZE_MODE", "TORCH_DISABLE_ADDR2LINE")
@@ -50,11 +58,11 @@ STACK_VARIABLES = ("TORCH_SHOW_CPP_STACKTRACES", "TORCH_SYMBOLIZE_MODE", "TORCH_
 
 def cases() -> dict[str, tuple[str, dict[str, str]]]:
     """name: (code, environment changes)."""
-    from stylegan_cuda.ops.build import LINK_FLAGS, compile_flags
+    from stylegan_cuda.ops.build import LINK_FLAGS, compile_flags, cuda_home
 
     cflags = compile_flags(with_cuda=False, native=True)[0]
     return {
-        "torch's own error": ("torch.ones(2) + torch.ones(3)\n", {}),
+        "torch's own error": (f"{CALL_MARK}torch.ones(2) + torch.ones(3)\n", {}),
         "stylegan_cuda op, bad bias": (OUR_OP, {}),
         "stylegan_cuda op, C++ stacks off": (OUR_OP, {"TORCH_SHOW_CPP_STACKTRACES": "0"}),
         "stylegan_cuda op, C++ stacks on": (OUR_OP, {"TORCH_SHOW_CPP_STACKTRACES": "1"}),
@@ -64,12 +72,16 @@ def cases() -> dict[str, tuple[str, dict[str, str]]]:
         "minimal op, the extension's flags": (minimal_op_case(cflags, LINK_FLAGS), {}),
         "minimal op, no -march=native": (minimal_op_case([f for f in cflags if f != "-march=native"], LINK_FLAGS), {}),
         "minimal op, no OpenMP": (minimal_op_case([f for f in cflags if f != "-fopenmp"], []), {}),
+        "minimal op with a CUDA unit (nvcc)": (minimal_op_case(cflags, LINK_FLAGS, with_cuda=True),
+                                               {"TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"),
+                                                "CUDA_HOME": cuda_home() or ""}),
     }
 
 
 def run(code: str, env: dict[str, str], timeout: int = 300) -> tuple[str, str]:
-    """(verdict, output) of ``code`` in a child process that catches the RuntimeError it should raise."""
-    body = PRELUDE + "try:\n" + "".join(f"    {line}\n" for line in code.splitlines())
+    """(verdict, output) of ``code`` in a child process that catches the RuntimeError its marked call should raise."""
+    setup, call = code.split(CALL_MARK)
+    body = PRELUDE + setup + "try:\n" + "".join(f"    {line}\n" for line in call.splitlines())
     body += "except RuntimeError as error:\n    print('RuntimeError:', str(error).splitlines()[0])\n"
     try:
         done = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=timeout,
