@@ -148,9 +148,10 @@ def main(argv=None) -> None:
         for row in rows[-len(VARIANTS[args.device]):]:
             print(f"  {resolution} px {row['variant']}: forward {row['forward_ms']:.1f} ms, "
                   f"train iteration {row['train_ms']:.1f} ms", flush=True)
-    _add_speedups(rows)
+        _add_speedups(rows)
+        # written as it goes: a run cut short keeps what it measured
+        path = write_results("model", args.device, {"alpha": ALPHA, "rows": rows})
     print(format_table(rows, COLUMNS))
-    path = write_results("model", args.device, {"alpha": ALPHA, "rows": rows})
     print(f"written {path}")
 
 

@@ -132,6 +132,7 @@ def main(argv=None) -> None:
         copy_gbs = copy_bandwidth_gbs(device)
         print(f"\n{device}: measured copy bandwidth {copy_gbs:.1f} GB/s (read + write)")
         rows = []
+        suffix = "_quick" if args.quick else ""
         for op in ops:
             for case in _cases(op, device, args.quick):
                 for dtype in dtypes:
@@ -144,9 +145,9 @@ def main(argv=None) -> None:
                         for kernel in row.get("extension_kernels", []):
                             print(f"      {kernel['ms']:8.3f} ms  {kernel['name']}")
                     rows += new
+                    # written as it goes: a run cut short keeps what it measured
+                    path = write_results(f"ops{suffix}", device, {"copy_gbs": copy_gbs, "ops": ops, "rows": rows})
         print(format_table(rows, COLUMNS))
-        suffix = "_quick" if args.quick else ""
-        path = write_results(f"ops{suffix}", device, {"copy_gbs": copy_gbs, "ops": ops, "rows": rows})
         print(f"written {path}")
 
 
