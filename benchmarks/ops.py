@@ -66,9 +66,10 @@ def kernel_times(step, device: str, iterations: int = 5) -> list[dict]:
 def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, repeat: int,
                profile: bool = False) -> list[dict]:
     rows = []
-    same_size_copy_gbs = tensor_copy_gbs(case.make_inputs(device, dtype)[0], device)
     for backward in (False, True):
         inputs = case.make_inputs(device, dtype)
+        if not backward:  # the first pass: a copy of the input as it stands
+            same_size_copy_gbs = tensor_copy_gbs(inputs[0], device)
         if backward:
             inputs = tuple(t.requires_grad_() if i < case.grad_inputs else t for i, t in enumerate(inputs))
         with torch.no_grad():
@@ -81,9 +82,7 @@ def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, r
         with torch.enable_grad() if backward else torch.no_grad():
             runners = {impl: _runner(case, fn, inputs, backward) for impl, fn in fns.items()}
             times = interleaved_ms(runners, device, repeat, min_seconds=MIN_SECONDS[device])
-        if profile:
-            with torch.enable_grad() if backward else torch.no_grad():
-                kernels = kernel_times(_runner(case, case.extension, inputs, backward), device)
+            kernels = kernel_times(runners["extension"], device) if profile else None
         gbs = nbytes / times["extension"] / 1e6
         rows.append({
             "op": case.op, "shape": "x".join(map(str, case.shape)), "dtype": str(dtype).replace("torch.", ""),
@@ -94,7 +93,7 @@ def bench_case(case: OpCase, device: str, dtype: torch.dtype, copy_gbs: float, r
             "extension_gbs": gbs, "fraction_of_copy": gbs / copy_gbs,
             "fraction_of_same_size_copy": gbs / same_size_copy_gbs,
         })
-        if profile:
+        if kernels is not None:
             rows[-1]["extension_kernels"] = kernels
         del inputs, out
     return rows
