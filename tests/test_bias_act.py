@@ -19,6 +19,9 @@ SAMPLES = [
     ((2, 3, 1, 1), True, False, 0.1, 1.0),
     ((1, 3, 17), False, True, 0.2, 1.0),  # rank 3
     ((2, 16, 8, 8), True, True, 0.2, 1.0),
+    ((2, 8, 8, 8), False, True, 0.2, math.sqrt(2)),  # planes of whole mask words: the fused bias-gradient sums
+    ((3, 5, 4, 4), False, True, 0.2, 1.0),  # 16-element planes: a mask word spans two channels
+    ((2, 40, 3, 11), True, True, 0.2, 1.0),  # channels innermost, 40 of them: words wrap around the channels
 ]
 IDS = [f"{'x'.join(map(str, s[0]))}{'-cl' if s[1] else ''}{'' if s[2] else '-nobias'}" for s in SAMPLES]
 
@@ -77,9 +80,39 @@ def test_gradcheck_and_gradgradcheck(sample, device):
 def test_opcheck(sample, device):
     torch.library.opcheck(torch.ops.stylegan_cuda.bias_act.default, make_inputs(sample, device, torch.float32, True))
     x, bias, slope, scale = make_inputs(sample, device, torch.float32)
-    y = run_extension(x, bias, slope, scale)
-    torch.library.opcheck(torch.ops.stylegan_cuda.bias_act_backward.default,
-                          (torch.randn_like(y).requires_grad_(), y, slope, scale))
+    y, positive = torch.ops.stylegan_cuda.bias_act(x, bias, slope, scale)
+    for bias_grad in (False, True):
+        torch.library.opcheck(torch.ops.stylegan_cuda.bias_act_backward.default,
+                              (torch.randn_like(y).requires_grad_(), positive, y.stride(), slope, scale, bias_grad))
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
+def test_sign_bits_follow_memory_order(sample, device):
+    """The mask the backward pass reads: bit i % 32 of word i / 32 is set where x + bias > 0, i in y's memory order."""
+    x, bias, slope, scale = make_inputs(sample, device, torch.float32)
+    y, positive = torch.ops.stylegan_cuda.bias_act(x, bias, slope, scale)
+    shifted = x + (bias.view(1, -1, *[1] * (x.dim() - 2)) if bias is not None else 0)
+    assert shifted.stride() == y.stride()
+    in_memory_order = torch.as_strided(shifted, (y.numel(),), (1,))
+    bits = (positive.view(-1, 1).long() >> torch.arange(32, device=device)) & 1
+    torch.testing.assert_close(bits.flatten()[: y.numel()].bool(), in_memory_order > 0)
+    assert not bits.flatten()[y.numel():].any()
+
+
+@pytest.mark.parametrize("sample", [SAMPLES[4], SAMPLES[8]], ids=[IDS[4], IDS[8]])
+def test_backward_with_grad_in_another_layout(sample, device):
+    x, bias, slope, scale = make_inputs(sample, device, torch.float32, requires_grad=True)
+    grads = {
+        "other layout": torch.randn_like(x, memory_format=torch.contiguous_format if x.stride(1) == 1
+                                         else torch.channels_last),
+        "expanded": torch.randn(1, device=device).expand(x.shape),
+    }
+    for name, grad_out in grads.items():
+        got = torch.autograd.grad(run_extension(x, bias, slope, scale), (x, bias), grad_out)
+        want = torch.autograd.grad(fused_bias_leaky_relu_reference(x, bias, slope, scale), (x, bias), grad_out)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, msg=lambda m: f"{name}: {m}")
+        assert_same_layout(got[0], x)
 
 
 @pytest.mark.parametrize("sample", [SAMPLES[0], SAMPLES[4]], ids=[IDS[0], IDS[4]])
@@ -166,6 +199,16 @@ def test_kernel_checks_its_arguments():
         torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3), torch.ones(4), 0.2, 1.0)
     with pytest.raises(RuntimeError, match="floating-point"):
         torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3, dtype=torch.int32), None, 0.2, 1.0)
+    backward = torch.ops.stylegan_cuda.bias_act_backward
+    _, positive = torch.ops.stylegan_cuda.bias_act(torch.ones(2, 40), None, 0.2, 1.0)
+    with pytest.raises(RuntimeError, match=r"positive must be the int32 words \[3\]"):
+        backward(torch.ones(2, 40), positive[:2], [40, 1], 0.2, 1.0, False)
+    with pytest.raises(RuntimeError, match="positive must be the int32 words"):
+        backward(torch.ones(2, 40), positive.float(), [40, 1], 0.2, 1.0, False)
+    with pytest.raises(RuntimeError, match="y_strides must describe a dense layout"):
+        backward(torch.ones(2, 40), positive, [1, 1], 0.2, 1.0, False)
+    with pytest.raises(RuntimeError, match="one stride per dimension"):
+        backward(torch.ones(2, 40), positive, [1], 0.2, 1.0, False)
 
 
 def test_module_matches_seed_style_layer():

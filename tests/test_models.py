@@ -90,9 +90,13 @@ def cast(value, like: torch.nn.Module):
 
 
 def _parameter_grads(loss, model, create_graph=False):
+    """Every parameter's gradient; zeros where the loss does not reach it. (An R1 penalty reaches the biases behind the
+    discriminator's last activations only through the sign of their input: the reference passes a zero gradient
+    along, the extension's backward, which reads sign bits, leaves them out of the graph. Zero either way.)"""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True, create_graph=create_graph)
-    return {n: g.detach() for (n, _), g in zip(named, grads) if g is not None}
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True, materialize_grads=True,
+                                create_graph=create_graph)
+    return {n: g.detach() for (n, _), g in zip(named, grads)}
 
 
 def projected(call):

@@ -28,9 +28,12 @@ def _inputs(shape):
 
 def _traffic(inputs, out):
     x = inputs[0]
-    # forward: read x, write y; backward: read grad and y, write grad_x (the bias reduction re-reads grad_x).
+    # forward: read x, write y and one sign bit per element; backward: read grad and the bits, write grad_x (the bias
+    # gradient is summed on the way on the CPU; the CUDA path re-reads grad_x for it, which is not counted).
     step = x.numel() * x.element_size()
-    return 2 * step, 2 * step + 4 * step
+    bits = x.numel() / 8
+    fwd = 2 * step + bits
+    return fwd, 2 * fwd
 
 
 def cases(device: str, quick: bool) -> list[OpCase]:

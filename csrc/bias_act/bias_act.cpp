@@ -1,6 +1,10 @@
 // Host code of bias_act: schema, argument checks, dispatch to the CPU or CUDA kernel.
+#include <ATen/OpMathType.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
+
+#include <tuple>
+#include <vector>
 
 #include "bias_act.h"
 
@@ -8,9 +12,8 @@ namespace stylegan_cuda {
 namespace {
 
 void check_activation(double negative_slope, double scale) {
-  TORCH_CHECK(negative_slope >= 0, "negative_slope must be >= 0 (the backward pass reads the sign off the output), got ",
-              negative_slope);
-  TORCH_CHECK(scale > 0, "scale must be > 0 (the backward pass reads the sign off the output), got ", scale);
+  TORCH_CHECK(negative_slope >= 0, "negative_slope must be >= 0, got ", negative_slope);
+  TORCH_CHECK(scale > 0, "scale must be > 0, got ", scale);
 }
 
 void run(const BiasActParams& p, BiasActPass pass, const at::Tensor& like) {
@@ -38,7 +41,12 @@ BiasActParams make_params(const at::Tensor& out, double negative_slope, double s
   return p;
 }
 
-at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias, double negative_slope, double scale) {
+at::Tensor empty_positive_words(const at::Tensor& like) {
+  return at::empty({positive_words(like.numel())}, like.options().dtype(at::kInt));
+}
+
+std::tuple<at::Tensor, at::Tensor> bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias,
+                                            double negative_slope, double scale) {
   TORCH_CHECK(x.dim() >= 2, "x must have rank 2 or more ([N, C, ...]), got rank ", x.dim());
   check_floating(x, "x");
   check_activation(negative_slope, scale);
@@ -50,35 +58,67 @@ at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& bias, 
                 "] (the length of x.shape[1]), got ", b.sizes());
   }
   at::Tensor y = empty_dense_like(x);
+  at::Tensor positive = empty_positive_words(y);
   const at::Tensor xd = with_layout_of(x, y);
   BiasActParams p = make_params(y, negative_slope, scale);
   p.in = xd.data_ptr();
-  p.aux = b.defined() ? b.data_ptr() : nullptr;
+  p.bias = b.defined() ? b.data_ptr() : nullptr;
+  p.positive = reinterpret_cast<uint32_t*>(positive.data_ptr<int32_t>());
   run(p, BiasActPass::kForward, y);
-  return y;
+  return {y, positive};
 }
 
-at::Tensor bias_act_backward(const at::Tensor& grad, const at::Tensor& y, double negative_slope, double scale) {
-  check_floating(y, "y");
-  check_same_device_dtype(grad, "grad", y, "y");
-  TORCH_CHECK(grad.sizes() == y.sizes(), "grad must have the shape of y ", y.sizes(), ", got ", grad.sizes());
-  TORCH_CHECK(y.dim() >= 2, "y must have rank 2 or more, got rank ", y.dim());
+// `y_strides`: the layout of the forward pass's y, whose memory order the bits of `positive` follow. grad_x gets it.
+std::tuple<at::Tensor, at::Tensor> bias_act_backward(const at::Tensor& grad, const at::Tensor& positive,
+                                                     at::IntArrayRef y_strides, double negative_slope, double scale,
+                                                     bool bias_grad) {
+  check_floating(grad, "grad");
+  TORCH_CHECK(grad.dim() >= 2, "grad must have rank 2 or more, got rank ", grad.dim());
+  TORCH_CHECK(y_strides.size() == size_t(grad.dim()), "y_strides must have one stride per dimension of grad (",
+              grad.dim(), "), got ", y_strides.size());
   check_activation(negative_slope, scale);
-  at::Tensor grad_x = empty_dense_like(y);
-  const at::Tensor yd = with_layout_of(y, grad_x);
+  at::Tensor grad_x = at::empty_strided(grad.sizes(), y_strides, grad.options());
+  TORCH_CHECK(grad_x.is_non_overlapping_and_dense(), "y_strides must describe a dense layout of shape ", grad.sizes(),
+              ", got ", y_strides);
+  TORCH_CHECK(positive.device() == grad.device(), "positive must be on the device of grad (", grad.device(), "), got ",
+              positive.device());
+  TORCH_CHECK(positive.scalar_type() == at::kInt && positive.dim() == 1 && positive.is_contiguous() &&
+                  positive.size(0) == positive_words(grad.numel()),
+              "positive must be the int32 words [", positive_words(grad.numel()),
+              "] that bias_act returned for a y of this shape, got ", positive.scalar_type(), " ", positive.sizes());
   const at::Tensor gd = with_layout_of(grad, grad_x);
   BiasActParams p = make_params(grad_x, negative_slope, scale);
   p.in = gd.data_ptr();
-  p.aux = yd.data_ptr();
+  p.positive = reinterpret_cast<uint32_t*>(positive.data_ptr<int32_t>());
+  // On the CPU, when each run of `inner` elements (one channel of one sample) is whole mask words, the kernel sums
+  // grad_x per run as it goes, and the bias gradient adds up those sums instead of reading grad_x again.
+  at::Tensor run_sums;
+  if (bias_grad && grad_x.is_cpu() && p.numel > 0 && p.inner % kBitsPerWord == 0) {
+    run_sums = at::empty({p.numel / p.inner}, grad.options().dtype(at::toOpMathType(grad.scalar_type())));
+    p.run_sums = run_sums.data_ptr();
+  }
   run(p, BiasActPass::kBackward, grad_x);
-  return grad_x;
+  at::Tensor grad_bias;
+  if (!bias_grad) {
+    grad_bias = at::empty({0}, grad.options());
+  } else if (run_sums.defined()) {
+    grad_bias = run_sums.view({-1, p.channels}).sum(0).to(grad.scalar_type());
+  } else {
+    std::vector<int64_t> dims = {0};
+    for (int64_t d = 2; d < grad_x.dim(); ++d) dims.push_back(d);
+    grad_bias = grad_x.sum(dims);
+  }
+  return {grad_x, grad_bias};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(stylegan_cuda, m) {
-  m.def("bias_act(Tensor x, Tensor? bias, float negative_slope, float scale) -> Tensor");
-  m.def("bias_act_backward(Tensor grad, Tensor y, float negative_slope, float scale) -> Tensor");
+  // bias_act returns y and the sign bits of x + bias that its backward pass reads (see bias_act.h).
+  m.def("bias_act(Tensor x, Tensor? bias, float negative_slope, float scale) -> (Tensor, Tensor)");
+  m.def(
+      "bias_act_backward(Tensor grad, Tensor positive, SymInt[] y_strides, float negative_slope, float scale, "
+      "bool bias_grad) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(stylegan_cuda, CPU, m) {

@@ -1,58 +1,158 @@
-// CPU kernel of bias_act: parallel over blocks of the tensor, inner loops plain enough for the compiler to vectorize.
+// CPU kernel of bias_act: parallel over the 32-element words of the sign mask, each word's loops plain enough for
+// the compiler to vectorize.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <array>
+#include <vector>
 
 #include "bias_act.h"
 
 namespace stylegan_cuda {
 namespace {
 
+constexpr int64_t kGrainWords = 1024;
+
+// The bias of each of the 32 elements of a word, walked word by word without a division per element.
+template <typename acc_t, typename scalar_t>
+class WordBias {
+ public:
+  // Where a word starts: the offset within its run of `inner` elements, and the run's channel.
+  struct Cursor {
+    int64_t within, channel;
+  };
+
+  WordBias(const scalar_t* bias, int64_t channels, int64_t inner) : channels_(channels), inner_(inner) {
+    zeros_.fill(acc_t(0));
+    if (bias == nullptr) return;
+    // channels innermost: a word's channels are consecutive, wrapping around; read them off a repeated copy.
+    const int64_t n = inner == 1 ? channels + kBitsPerWord : channels;
+    values_.resize(n);
+    for (int64_t i = 0; i < n; ++i) values_[i] = static_cast<acc_t>(bias[i % channels]);
+  }
+
+  Cursor at(int64_t element) const {
+    const int64_t run = element / inner_;
+    return {element - run * inner_, run % channels_};
+  }
+
+  // The bias of the 32 elements from `word` on (in `scratch` or in the repeated copy); moves `word` to the next word.
+  const acc_t* next(Cursor& word, acc_t* scratch) const {
+    if (values_.empty()) return zeros_.data();
+    if (inner_ == 1) {
+      const acc_t* run = values_.data() + word.channel;
+      word.channel += kBitsPerWord;
+      if (word.channel >= channels_) word.channel %= channels_;
+      return run;
+    }
+    if (inner_ % kBitsPerWord == 0) {  // the whole word in one channel
+      for (int k = 0; k < kBitsPerWord; ++k) scratch[k] = values_[word.channel];
+      word.within += kBitsPerWord;
+      if (word.within == inner_) advance_channel(word);
+      return scratch;
+    }
+    for (int k = 0; k < kBitsPerWord; ++k) {
+      scratch[k] = values_[word.channel];
+      if (++word.within == inner_) advance_channel(word);
+    }
+    return scratch;
+  }
+
+ private:
+  void advance_channel(Cursor& word) const {
+    word.within = 0;
+    if (++word.channel == channels_) word.channel = 0;
+  }
+
+  std::vector<acc_t> values_;
+  std::array<acc_t, kBitsPerWord> zeros_;
+  int64_t channels_, inner_;
+};
+
+// One word of the forward pass: `len` (32 but for the last word) elements and their sign bits.
+template <typename scalar_t, typename acc_t>
+inline __attribute__((always_inline)) uint32_t forward_word(const scalar_t* __restrict__ x,
+                                                            const acc_t* __restrict__ bias, scalar_t* __restrict__ y,
+                                                            int len, acc_t slope, acc_t scale) {
+  uint32_t positive[kBitsPerWord];
+  for (int k = 0; k < len; ++k) {
+    const acc_t v = static_cast<acc_t>(x[k]) + bias[k];
+    positive[k] = v > acc_t(0);
+    y[k] = static_cast<scalar_t>(scaled_leaky_relu<acc_t>(v, slope, scale));
+  }
+  uint32_t bits = 0;
+  for (int k = 0; k < len; ++k) bits |= positive[k] << k;
+  return bits;
+}
+
+// One word of the backward pass; with SUM, its grad_x is also added into `lanes` (one running sum per position).
+template <bool SUM, typename scalar_t, typename acc_t>
+inline __attribute__((always_inline)) void backward_word(const scalar_t* __restrict__ grad, uint32_t bits,
+                                                         scalar_t* __restrict__ grad_x, acc_t* __restrict__ lanes,
+                                                         int len, acc_t slope, acc_t scale) {
+  for (int k = 0; k < len; ++k) {
+    const acc_t g = scaled_leaky_relu_grad<acc_t>(static_cast<acc_t>(grad[k]), (bits >> k) & 1u, slope, scale);
+    grad_x[k] = static_cast<scalar_t>(g);
+    if (SUM) lanes[k] += g;
+  }
+}
+
 template <typename scalar_t>
 void forward(const BiasActParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
-  const auto* __restrict__ x = static_cast<const scalar_t*>(p.in);
-  const auto* __restrict__ bias = static_cast<const scalar_t*>(p.aux);
-  auto* __restrict__ y = static_cast<scalar_t*>(p.out);
+  const auto* x = static_cast<const scalar_t*>(p.in);
+  auto* y = static_cast<scalar_t*>(p.out);
+  const WordBias<acc_t, scalar_t> word_bias(static_cast<const scalar_t*>(p.bias), p.channels, p.inner);
   const acc_t slope = static_cast<acc_t>(p.negative_slope), scale = static_cast<acc_t>(p.scale);
-  const int64_t C = p.channels;
-  if (p.inner == 1) {  // channels innermost (channels_last, or rank 2): rows of C elements
-    std::vector<acc_t> b(C, acc_t(0));
-    if (bias) std::copy(bias, bias + C, b.begin());
-    const acc_t* __restrict__ bp = b.data();
-    at::parallel_for(0, p.numel / C, std::max<int64_t>(1, at::internal::GRAIN_SIZE / C), [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        const scalar_t* __restrict__ xr = x + r * C;
-        scalar_t* __restrict__ yr = y + r * C;
-        for (int64_t c = 0; c < C; ++c)
-          yr[c] = static_cast<scalar_t>(scaled_leaky_relu<acc_t>(static_cast<acc_t>(xr[c]) + bp[c], slope, scale));
-      }
-    });
-  } else {  // runs of `inner` elements that share one channel
-    const int64_t n = p.inner;
-    at::parallel_for(0, p.numel / n, std::max<int64_t>(1, at::internal::GRAIN_SIZE / n), [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) {
-        const acc_t b = bias ? static_cast<acc_t>(bias[r % C]) : acc_t(0);
-        const scalar_t* __restrict__ xr = x + r * n;
-        scalar_t* __restrict__ yr = y + r * n;
-        for (int64_t j = 0; j < n; ++j)
-          yr[j] = static_cast<scalar_t>(scaled_leaky_relu<acc_t>(static_cast<acc_t>(xr[j]) + b, slope, scale));
-      }
-    });
-  }
+  const int64_t numel = p.numel, full_words = numel / kBitsPerWord;
+  at::parallel_for(0, positive_words(numel), kGrainWords, [&](int64_t lo, int64_t hi) {
+    const acc_t s = slope, g = scale;  // locals: the compiler cannot vectorize through captured references
+    acc_t scratch[kBitsPerWord];
+    auto cursor = word_bias.at(lo * kBitsPerWord);
+    for (int64_t w = lo; w < hi; ++w) {
+      const int64_t base = w * kBitsPerWord;
+      const acc_t* bias = word_bias.next(cursor, scratch);
+      p.positive[w] = w < full_words ? forward_word(x + base, bias, y + base, kBitsPerWord, s, g)
+                                     : forward_word(x + base, bias, y + base, int(numel - base), s, g);
+    }
+  });
 }
 
 template <typename scalar_t>
 void backward(const BiasActParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
-  const auto* __restrict__ grad = static_cast<const scalar_t*>(p.in);
-  const auto* __restrict__ y = static_cast<const scalar_t*>(p.aux);
-  auto* __restrict__ grad_x = static_cast<scalar_t*>(p.out);
+  const auto* grad = static_cast<const scalar_t*>(p.in);
+  auto* grad_x = static_cast<scalar_t*>(p.out);
   const acc_t slope = static_cast<acc_t>(p.negative_slope), scale = static_cast<acc_t>(p.scale);
-  at::parallel_for(0, p.numel, at::internal::GRAIN_SIZE, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i)
-      grad_x[i] = static_cast<scalar_t>(
-          scaled_leaky_relu_grad<acc_t>(static_cast<acc_t>(grad[i]), static_cast<acc_t>(y[i]), slope, scale));
+  const int64_t numel = p.numel, full_words = numel / kBitsPerWord;
+  if (p.run_sums) {  // runs of whole words: one run of `inner` elements at a time, summed as it goes
+    auto* run_sums = static_cast<acc_t*>(p.run_sums);
+    const int64_t words_per_run = p.inner / kBitsPerWord;
+    at::parallel_for(0, numel / p.inner, std::max<int64_t>(1, kGrainWords / words_per_run), [&](int64_t lo, int64_t hi) {
+      const acc_t s = slope, g = scale;
+      for (int64_t run = lo; run < hi; ++run) {
+        acc_t lanes[kBitsPerWord] = {};
+        for (int64_t w = run * words_per_run; w < (run + 1) * words_per_run; ++w) {
+          const int64_t base = w * kBitsPerWord;
+          backward_word<true>(grad + base, p.positive[w], grad_x + base, lanes, kBitsPerWord, s, g);
+        }
+        acc_t sum = 0;
+        for (int k = 0; k < kBitsPerWord; ++k) sum += lanes[k];
+        run_sums[run] = sum;
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, positive_words(numel), kGrainWords, [&](int64_t lo, int64_t hi) {
+    const acc_t s = slope, g = scale;
+    for (int64_t w = lo; w < hi; ++w) {
+      const int64_t base = w * kBitsPerWord;
+      const uint32_t bits = p.positive[w];
+      if (w < full_words) backward_word<false, scalar_t, acc_t>(grad + base, bits, grad_x + base, nullptr, kBitsPerWord, s, g);
+      else backward_word<false, scalar_t, acc_t>(grad + base, bits, grad_x + base, nullptr, int(numel - base), s, g);
+    }
   });
 }
 

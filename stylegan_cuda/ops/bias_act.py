@@ -61,13 +61,13 @@ def fused_bias_leaky_relu(
         impl: ``"auto"``, ``"extension"``, ``"reference"``, or ``None`` for ``STYLEGAN_CUDA_IMPL``.
 
     Gradients flow to ``x`` and ``bias`` to any order the penalties need: the backward pass is
-    ``grad * scale * (1 if y > 0 else negative_slope)``, itself a registered op whose derivative in ``grad`` is the
-    same op and in ``y`` is zero. Forward saves only ``y``.
+    ``grad * scale * (1 if x + bias > 0 else negative_slope)``, itself a registered op whose derivative in ``grad`` is
+    the same op. Forward saves one bit per element (where ``x + bias > 0``), not ``y``.
     """
     if not use_extension(impl, x.device.type):
         return fused_bias_leaky_relu_reference(x, bias, negative_slope, scale)
     _check_args(x, bias, negative_slope, scale)
-    return torch.ops.stylegan_cuda.bias_act(x, bias, float(negative_slope), float(scale))
+    return torch.ops.stylegan_cuda.bias_act(x, bias, float(negative_slope), float(scale))[0]
 
 
 class FusedLeakyReLU(nn.Module):
@@ -94,42 +94,51 @@ class FusedLeakyReLU(nn.Module):
         return f"channels={self.bias.numel() if self.bias is not None else None}, negative_slope={self.negative_slope}, scale={self.scale:.4g}"
 
 
-def _reduce_to_bias(grad_x: torch.Tensor) -> torch.Tensor:
-    return grad_x.sum(dim=[d for d in range(grad_x.dim()) if d != 1])
-
-
 @on_extension_loaded
 def _register() -> None:
     ops = torch.ops.stylegan_cuda
 
     @torch.library.register_fake("stylegan_cuda::bias_act")
     def _(x, bias, negative_slope, scale):
-        return torch.empty_like(x)
+        return torch.empty_like(x), x.new_empty(((x.numel() + 31) // 32,), dtype=torch.int32)
 
     @torch.library.register_fake("stylegan_cuda::bias_act_backward")
-    def _(grad, y, negative_slope, scale):
-        return torch.empty_like(y)
+    def _(grad, positive, y_strides, negative_slope, scale, bias_grad):
+        return grad.new_empty_strided(grad.shape, y_strides), grad.new_empty((grad.shape[1],) if bias_grad else (0,))
 
     def setup_forward(ctx, inputs, output):
         _, bias, ctx.negative_slope, ctx.scale = inputs
+        y, positive = output
+        ctx.mark_non_differentiable(positive)
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(output)
+        ctx.y_strides = y.stride()
+        ctx.save_for_backward(positive)
 
-    def forward_backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        grad_x = ops.bias_act_backward(grad, y, ctx.negative_slope, ctx.scale)
-        grad_bias = _reduce_to_bias(grad_x) if ctx.has_bias and ctx.needs_input_grad[1] else None
-        return grad_x, grad_bias, None, None
+    def forward_backward(ctx, grad, _):
+        (positive,) = ctx.saved_tensors
+        bias_grad = ctx.has_bias and ctx.needs_input_grad[1]
+        grad_x, grad_bias = ops.bias_act_backward(grad, positive, ctx.y_strides, ctx.negative_slope, ctx.scale,
+                                                  bias_grad)
+        return grad_x, grad_bias if bias_grad else None, None, None
 
     torch.library.register_autograd("stylegan_cuda::bias_act", forward_backward, setup_context=setup_forward)
 
     def setup_backward(ctx, inputs, output):
-        _, y, ctx.negative_slope, ctx.scale = inputs
-        ctx.save_for_backward(y)
+        grad, positive, ctx.y_strides, ctx.negative_slope, ctx.scale, ctx.bias_grad = inputs
+        ctx.shape = grad.shape
+        ctx.save_for_backward(positive)
 
-    def backward_backward(ctx, grad_grad_x):
-        (y,) = ctx.saved_tensors
-        # The backward is linear in `grad` with a factor that is piecewise constant in y: no gradient reaches y.
-        return ops.bias_act_backward(grad_grad_x, y, ctx.negative_slope, ctx.scale), None, None, None
+    def backward_backward(ctx, grad_grad_x, grad_grad_bias):
+        (positive,) = ctx.saved_tensors
+        # Both outputs are linear in `grad`: grad_x by a factor that only depends on the sign bits, grad_bias the sum
+        # of grad_x over all but dimension 1. Their adjoints add up before that same factor; nothing reaches the bits.
+        total = grad_grad_x
+        if ctx.bias_grad and grad_grad_bias is not None:
+            per_channel = grad_grad_bias.view(1, -1, *[1] * (len(ctx.shape) - 2))
+            total = per_channel.expand(ctx.shape) if total is None else total + per_channel
+        if total is None:
+            return None, None, None, None, None, None
+        grad_grad, _ = ops.bias_act_backward(total, positive, ctx.y_strides, ctx.negative_slope, ctx.scale, False)
+        return grad_grad, None, None, None, None, None
 
     torch.library.register_autograd("stylegan_cuda::bias_act_backward", backward_backward, setup_context=setup_backward)
