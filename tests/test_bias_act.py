@@ -158,6 +158,17 @@ def test_empty_nan_and_inf(device):
                                equal_nan=True)
 
 
+def test_one_channel_with_a_zero_stride(device):
+    """A dimension of size 1 may carry any stride; the kernels must not take it for the length of a channel's run."""
+    x = torch.randn(4, 1, 8, 8, device=device).as_strided((4, 1, 8, 8), (64, 0, 8, 1)).requires_grad_()
+    bias = torch.randn(1, device=device, requires_grad=True)
+    grad_out = torch.randn(4, 1, 8, 8, device=device)
+    got = torch.autograd.grad(run_extension(x, bias, 0.2, 1.0), (x, bias), grad_out)
+    want = torch.autograd.grad(fused_bias_leaky_relu_reference(x, bias, 0.2, 1.0), (x, bias), grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
 def test_non_dense_input(device):
     x = torch.randn(4, 6, 8, 8, device=device)[:, ::2, :, 1:]
     bias = torch.randn(3, device=device)

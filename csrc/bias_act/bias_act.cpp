@@ -3,6 +3,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -35,7 +36,9 @@ BiasActParams make_params(const at::Tensor& out, double negative_slope, double s
   p.out = out.data_ptr();
   p.numel = out.numel();
   p.channels = out.size(1);
-  p.inner = out.stride(1);
+  // A dimension of size 1 may carry any stride, even 0. With one channel every element is in channel 0, and runs of
+  // one sample's elements tile the tensor.
+  p.inner = p.channels == 1 ? std::max<int64_t>(1, p.numel / std::max<int64_t>(1, out.size(0))) : out.stride(1);
   p.negative_slope = negative_slope;
   p.scale = scale;
   return p;
