@@ -34,13 +34,27 @@ class CheckpointError(ValueError):
     """A file that is not a checkpoint of the expected kind, or whose keys or shapes do not fit the model."""
 
 
-def _read(path) -> object:
+def read(path) -> object:
+    """``torch.load(path, weights_only=True)`` onto the CPU: loading never runs code. A file that cannot be read, or is
+    not a PyTorch file of tensors and plain containers, raises :class:`CheckpointError` saying which and why."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError) as error:
+    except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error}") from error
     except Exception as error:  # the unpickler's many error types, e.g. an object that is not a tensor
-        raise CheckpointError(f"{path} is not a weights-only PyTorch checkpoint: {error}") from error
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint of tensors: {_load_failure(error)}") from None
+
+
+def _load_failure(error: Exception) -> str:
+    """The reason in torch.load's error, without its advice to load with ``weights_only=False`` (which would run
+    whatever code the file holds)."""
+    if isinstance(error, EOFError):
+        return "the file is empty or cut short"
+    text = str(error) or type(error).__name__
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _require(state: dict, key: str) -> torch.Tensor:
@@ -258,7 +272,7 @@ def load_rosinality(path, impl: str | None = "auto", optimizers: bool = False) -
     ``"d_optimizer"``: the Adam state of each parameter (``step``, ``exp_avg``, ``exp_avg_sq``) keyed by this
     project's parameter names, or ``None`` where the file has none.
     """
-    return rosinality_from_data(_read(path), path, impl, optimizers)
+    return rosinality_from_data(read(path), path, impl, optimizers)
 
 
 def rosinality_from_data(data: object, path, impl: str | None = "auto", optimizers: bool = False) -> dict[str, object]:
@@ -330,7 +344,7 @@ def load(path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
 
     Other top-level entries (a trainer's state) are left to their readers.
     """
-    return load_from_data(_read(path), path, impl)
+    return load_from_data(read(path), path, impl)
 
 
 def load_from_data(data: object, path, impl: str | None = "auto") -> dict[str, nn.Module | None]:

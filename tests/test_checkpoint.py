@@ -254,6 +254,20 @@ def test_files_that_are_not_checkpoints(tmp_path):
         load_rosinality(tmp_path / "missing.model")
 
 
+def test_unreadable_files_say_why_without_unsafe_advice(tmp_path):
+    """torch.load's own message suggests ``weights_only=False``, which would run the file's code: not passed on."""
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"generator": _NotATensor()}, tmp_path / "object.pt")
+    reasons = {"text.pt": "Unsupported operand", "empty.pt": "empty or cut short", "object.pt": "_NotATensor"}
+    for name, reason in reasons.items():
+        with pytest.raises(CheckpointError) as raised:
+            checkpoint.read(tmp_path / name)
+        message = str(raised.value)
+        assert str(tmp_path / name) in message and reason in message
+        assert "weights_only" not in message
+
+
 def test_own_file_with_wrong_shapes(tmp_path):
     path = tmp_path / "own.pt"
     model = Discriminator(impl="reference", **TINY)

@@ -62,9 +62,9 @@ def load_generator(path, size: int | None = None, impl: str | None = "auto", dev
     if not path.is_file():
         raise GenerateError(f"no checkpoint file at {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the unpickler's many error types
-        raise GenerateError(f"{path} is not a PyTorch checkpoint: {error}") from None
+        data = ckpt.read(path)
+    except ckpt.CheckpointError as error:
+        raise GenerateError(str(error)) from None
     if not isinstance(data, dict):
         raise GenerateError(f"{path} holds a {type(data).__name__}, not a checkpoint")
     alpha, resolution = 1.0, None

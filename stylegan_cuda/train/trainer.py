@@ -218,9 +218,9 @@ def find_checkpoint(path) -> Path:
 
 def _torch_load(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the unpickler's many error types
-        raise TrainError(f"--resume {path}: not a PyTorch checkpoint ({error})") from None
+        return ckpt.read(path)
+    except ckpt.CheckpointError as error:
+        raise TrainError(f"--resume: {error}") from None
 
 
 EMA_ONLY = ("{path} holds only the EMA generator (g_running){what}: training cannot continue from it (it has no "
