@@ -140,8 +140,11 @@ def compile_flags(with_cuda: bool, native: bool) -> tuple[list[str], list[str]]:
     CPU kernels would run on one thread. Link with :data:`LINK_FLAGS` (the process then shares torch's libgomp).
     ``-ffp-contract=off``: no multiply-add is fused behind the code's back, so the same expression rounds the same way
     wherever the compiler inlines it (adain_noise's ``h - h[0]`` is exactly 0 on a constant plane).
+    ``-fno-tree-loop-distribute-patterns``: copy loops stay loops instead of becoming ``memmove`` calls, whose call
+    overhead dominated upfirdn2d's short rows (blur at 8x8: 0.17 -> 0.135 ms on 2 cores; no change on large planes).
     """
-    cflags = ["-O3", "-fopenmp", "-ffp-contract=off"] + (["-march=native"] if native else [])
+    cflags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-tree-loop-distribute-patterns"]
+    cflags += ["-march=native"] if native else []
     if with_cuda:
         cflags.append("-DWITH_CUDA")
     nvcc_flags = ["-O3", "-DWITH_CUDA", "--use_fast_math", "-lineinfo"]
