@@ -130,7 +130,8 @@ void backward(const BiasActParams& p) {
   if (p.run_sums) {  // runs of whole words: one run of `inner` elements at a time, summed as it goes
     auto* run_sums = static_cast<acc_t*>(p.run_sums);
     const int64_t words_per_run = p.inner / kBitsPerWord;
-    at::parallel_for(0, numel / p.inner, std::max<int64_t>(1, kGrainWords / words_per_run), [&](int64_t lo, int64_t hi) {
+    const int64_t grain = std::max<int64_t>(1, kGrainWords / words_per_run);
+    at::parallel_for(0, numel / p.inner, grain, [&](int64_t lo, int64_t hi) {
       const acc_t s = slope, g = scale;
       for (int64_t run = lo; run < hi; ++run) {
         acc_t lanes[kBitsPerWord] = {};
@@ -149,9 +150,11 @@ void backward(const BiasActParams& p) {
     const acc_t s = slope, g = scale;
     for (int64_t w = lo; w < hi; ++w) {
       const int64_t base = w * kBitsPerWord;
-      const uint32_t bits = p.positive[w];
-      if (w < full_words) backward_word<false, scalar_t, acc_t>(grad + base, bits, grad_x + base, nullptr, kBitsPerWord, s, g);
-      else backward_word<false, scalar_t, acc_t>(grad + base, bits, grad_x + base, nullptr, int(numel - base), s, g);
+      const int len = w < full_words ? kBitsPerWord : int(numel - base);
+      if (len == kBitsPerWord)  // a compile-time count: the loop vectorizes
+        backward_word<false, scalar_t, acc_t>(grad + base, p.positive[w], grad_x + base, nullptr, kBitsPerWord, s, g);
+      else
+        backward_word<false, scalar_t, acc_t>(grad + base, p.positive[w], grad_x + base, nullptr, len, s, g);
     }
   });
 }
