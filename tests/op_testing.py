@@ -44,3 +44,20 @@ def assert_same_layout(out: torch.Tensor, x: torch.Tensor) -> None:
 
 def as_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def assert_cpu_half_is_float32_rounded(run_extension, inputs: tuple) -> None:
+    """The CPU kernels compute float16 and bfloat16 in float32 runs (csrc/cpu_convert.h): their output and gradient
+    with respect to ``x`` (the first input) must be the float32 kernels' on the same values, rounded, bit for bit.
+    (Gradients that the host code reduces from half tensors are not: the parity tests compare those.)"""
+    dtype = inputs[0].dtype
+    x_half = inputs[0].detach().requires_grad_()
+    x32 = x_half.detach().float().requires_grad_()
+    rest_half = inputs[1:]
+    rest32 = tuple(t.detach().float() if isinstance(t, torch.Tensor) and t.dtype == dtype else t for t in rest_half)
+    out_half, out32 = run_extension(x_half, *rest_half), run_extension(x32, *rest32)
+    assert torch.equal(out_half, out32.to(dtype)), f"{dtype} forward differs from the float32 kernel's, rounded"
+    grad = torch.randn_like(out_half)
+    (grad_half,) = torch.autograd.grad(out_half, x_half, grad)
+    (grad32,) = torch.autograd.grad(out32, x32, grad.float())
+    assert torch.equal(grad_half, grad32.to(dtype)), f"{dtype} gradient of x differs from the float32 kernel's, rounded"

@@ -4,7 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from op_testing import DTYPES, as_layout, assert_matches_reference, assert_same_layout, check_forward
+from op_testing import (
+    DTYPES,
+    LOW_PRECISION,
+    as_layout,
+    assert_cpu_half_is_float32_rounded,
+    assert_matches_reference,
+    assert_same_layout,
+    check_forward,
+)
 from stylegan_cuda.ops import NoiseAdaIN, adain_noise, adain_noise_reference
 
 # (shape of x, channels_last, with noise): the one list behind every test below.
@@ -52,6 +60,12 @@ def test_forward_matches_reference(sample, device, dtype):
     assert check_forward(run_extension, adain_noise_reference, inputs, dtype).shape == inputs[0].shape
 
 
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
+def test_cpu_half_types_are_float32_rounded(sample, dtype):
+    assert_cpu_half_is_float32_rounded(run_extension, make_inputs(sample, "cpu", dtype))
+
+
 def contiguous_copies(inputs):
     return tuple(None if t is None else t.detach().contiguous().requires_grad_(t.requires_grad) for t in inputs)
 
@@ -85,16 +99,18 @@ def test_channels_last_batch_one_gradients_are_right(device):
         torch.testing.assert_close(g, w)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_backward_is_as_good_as_the_reference(device, dtype):
-    inputs = make_inputs(SAMPLES[2], device, dtype, requires_grad=True)
+@pytest.mark.parametrize("wrt", [0, 1], ids=["x", "noise"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_low_precision_backward_is_as_good_as_the_reference(device, dtype, channels_last, wrt):
+    inputs = make_inputs(((2, 5, 7, 9), channels_last, True), device, dtype, requires_grad=True)
     grad_out = torch.randn_like(inputs[0])
 
-    def grad_x(fn, *tensors):
+    def grad_of(fn, *tensors):
         tensors = [t.detach().requires_grad_() for t in tensors]
-        return torch.autograd.grad(fn(*tensors), tensors[0], grad_out.to(tensors[0].dtype))[0]
+        return torch.autograd.grad(fn(*tensors), tensors[wrt], grad_out.to(tensors[0].dtype))[0]
 
-    assert_matches_reference(grad_x(run_extension, *inputs), lambda *t: grad_x(adain_noise_reference, *t), inputs)
+    assert_matches_reference(grad_of(run_extension, *inputs), lambda *t: grad_of(adain_noise_reference, *t), inputs)
 
 
 @pytest.mark.parametrize("sample", [SAMPLES[i] for i in SMALL], ids=[IDS[i] for i in SMALL])

@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from op_testing import DTYPES, as_layout, assert_same_layout, check_forward
+from op_testing import (
+    DTYPES,
+    LOW_PRECISION,
+    as_layout,
+    assert_cpu_half_is_float32_rounded,
+    assert_same_layout,
+    check_forward,
+)
 from stylegan_cuda.ops import FusedLeakyReLU, fused_bias_leaky_relu, fused_bias_leaky_relu_reference
 
 # (shape of x, channels_last, with bias, negative_slope, scale): the one list behind every test below.
@@ -47,6 +54,12 @@ def run_extension(x, bias, slope, scale):
 def test_forward_matches_reference(sample, device, dtype):
     inputs = make_inputs(sample, device, dtype)
     assert check_forward(run_extension, fused_bias_leaky_relu_reference, inputs, dtype).shape == inputs[0].shape
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
+def test_cpu_half_types_are_float32_rounded(sample, dtype):
+    assert_cpu_half_is_float32_rounded(run_extension, make_inputs(sample, "cpu", dtype))
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)

@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from op_testing import DTYPES, as_layout, assert_same_layout, check_forward
+from op_testing import (
+    DTYPES,
+    LOW_PRECISION,
+    as_layout,
+    assert_cpu_half_is_float32_rounded,
+    assert_same_layout,
+    check_forward,
+)
 from stylegan_cuda.ops import (
     Blur,
     DownsampleAvg2x,
@@ -62,6 +69,12 @@ def run_extension(x, kernel, up=1, down=1, pad=(0, 0, 0, 0)):
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 def test_forward_matches_reference(sample, device, dtype):
     check_forward(run_extension, upfirdn2d_reference, make_inputs(sample, device, dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
+def test_cpu_half_types_are_float32_rounded(sample, dtype):
+    assert_cpu_half_is_float32_rounded(run_extension, make_inputs(sample, "cpu", dtype))
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)

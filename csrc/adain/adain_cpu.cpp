@@ -10,7 +10,9 @@
 #include <array>
 #include <cmath>
 #include <utility>
+#include <vector>
 
+#include "../cpu_convert.h"
 #include "adain.h"
 
 namespace stylegan_cuda {
@@ -90,9 +92,21 @@ C10_NOINLINE void plane_range(const AdainParams p, const int64_t lo, const int64
   const Tensors<scalar_t> t(p);
   const int64_t C = p.channels, M = p.plane;
   const acc_t slope = static_cast<acc_t>(p.negative_slope), eps = static_cast<acc_t>(p.eps);
+  // Half-type planes staged in op-math (cpu_convert.h): x, the noise of the current sample, grad_y, the output.
+  std::vector<acc_t> x_run, noise_run, grad_y_run, out_run;
+  if (kStagedInRuns<scalar_t>) {
+    for (auto* run : {&x_run, &noise_run, &out_run}) run->resize(M);
+    if (PASS == AdainPass::kBackward) grad_y_run.resize(M);
+  }
+  int64_t noise_sample = -1;
+  const run_t<scalar_t>* sample_noise = nullptr;
   for (int64_t plane = lo; plane < hi; ++plane) {
-    const scalar_t* __restrict__ x = t.x + plane * M;
-    const scalar_t* __restrict__ noise = t.noise + (plane / C) * p.noise_batch_stride;
+    if (plane / C != noise_sample) {  // a sample's planes share its noise: staged once for all of them
+      noise_sample = plane / C;
+      sample_noise = readable_run(t.noise + noise_sample * p.noise_batch_stride, noise_run.data(), M);
+    }
+    const run_t<scalar_t>* __restrict__ x = readable_run(t.x + plane * M, x_run.data(), M);
+    const run_t<scalar_t>* __restrict__ noise = sample_noise;
     const acc_t w = static_cast<acc_t>(t.noise_weight[plane % C]);
     const auto pre = [&](int64_t i) {
       return pre_activation<acc_t>(static_cast<acc_t>(x[i]), w, static_cast<acc_t>(noise[i]));
@@ -108,13 +122,14 @@ C10_NOINLINE void plane_range(const AdainParams p, const int64_t lo, const int64
                         }) / M;
       const acc_t rstd = acc_t(1) / std::sqrt(var + eps);
       const acc_t scale = gamma * rstd, offset = static_cast<acc_t>(t.beta[plane]) - scale * mean;
-      scalar_t* __restrict__ y = t.y + plane * M;
-      for (int64_t i = 0; i < M; ++i) y[i] = static_cast<scalar_t>(scale * shifted(i) + offset);
+      run_t<scalar_t>* __restrict__ y = writable_run(t.y + plane * M, out_run.data());
+      for (int64_t i = 0; i < M; ++i) y[i] = static_cast<run_t<scalar_t>>(scale * shifted(i) + offset);
+      finish_run(y, t.y + plane * M, M);
       t.mean[plane] = mean;
       t.rstd[plane] = rstd;
     } else {
-      const scalar_t* __restrict__ grad_y = t.grad_y + plane * M;
-      scalar_t* __restrict__ grad_x = t.grad_x + plane * M;
+      const run_t<scalar_t>* __restrict__ grad_y = readable_run(t.grad_y + plane * M, grad_y_run.data(), M);
+      run_t<scalar_t>* __restrict__ grad_x = writable_run(t.grad_x + plane * M, out_run.data());
       const acc_t mean = t.mean[plane], rstd = t.rstd[plane];
       const auto xhat = [&](acc_t pre_i) { return (leaky_relu(pre_i, slope) - first - mean) * rstd; };
       const auto [sum_grad, sum_grad_xhat] = lane_sums<acc_t>(
@@ -125,9 +140,10 @@ C10_NOINLINE void plane_range(const AdainParams p, const int64_t lo, const int64
         const acc_t pre_i = pre(i);
         const acc_t g = adain_grad_pre<acc_t>(static_cast<acc_t>(grad_y[i]), pre_i, xhat(pre_i), scale, mean_grad,
                                               mean_grad_xhat, slope);
-        grad_x[i] = static_cast<scalar_t>(g);
+        grad_x[i] = static_cast<run_t<scalar_t>>(g);
         return g * static_cast<acc_t>(noise[i]);
       });
+      finish_run(grad_x, t.grad_x + plane * M, M);
       t.grad_gamma[plane] = sum_grad_xhat;
       t.grad_beta[plane] = sum_grad;
     }
@@ -153,6 +169,7 @@ C10_NOINLINE void channel_block_range(const AdainParams p, const int64_t lo, con
   acc_t w[kChannelBlock], first[kChannelBlock], mean[kChannelBlock], rstd[kChannelBlock];
   acc_t scale[kChannelBlock], offset[kChannelBlock];
   sum_t sum_a[kChannelBlock], sum_b[kChannelBlock];
+  acc_t x_run[kChannelBlock], grad_y_run[kChannelBlock], out_run[kChannelBlock];  // staged rows (half types)
   for (int64_t task = lo; task < hi; ++task) {
     const int64_t n = task / blocks, c0 = (task % blocks) * kChannelBlock, width = std::min(kChannelBlock, C - c0);
     const int64_t row0 = n * M;  // the row of (n, pixel 0); a row holds C channels
@@ -164,22 +181,32 @@ C10_NOINLINE void channel_block_range(const AdainParams p, const int64_t lo, con
                                                   static_cast<acc_t>(noise[0])), slope);
       sum_a[c] = sum_b[c] = sum_t(0);
     }
-    // Calls visit(i, c, pre) for every element of the task, rows outermost.
-    const auto for_each = [&](const auto& visit) {
+    // Calls visit(i, c, pre, grad_y_row, out_row) for every element of the task, rows outermost: grad_y_row is row i
+    // of `grad_y`, out_row where row i of `out` is written (each nullptr when not asked for). Half-type rows are
+    // staged in op-math (cpu_convert.h).
+    const auto for_each = [&](const auto& visit, const scalar_t* grad_y, scalar_t* out) {
       for (int64_t i = 0; i < M; ++i) {
-        const scalar_t* __restrict__ x = row(t.x, i);
+        const run_t<scalar_t>* __restrict__ x = readable_run(row(t.x, i), x_run, width);
+        const run_t<scalar_t>* __restrict__ grad_y_row = grad_y ? readable_run(row(grad_y, i), grad_y_run, width)
+                                                                : nullptr;
+        run_t<scalar_t>* __restrict__ out_row = out ? writable_run(row(out, i), out_run) : nullptr;
         const acc_t noise_i = static_cast<acc_t>(noise[i]);
-        for (int64_t c = 0; c < width; ++c) visit(i, c, pre_activation<acc_t>(static_cast<acc_t>(x[c]), w[c], noise_i));
+        for (int64_t c = 0; c < width; ++c)
+          visit(i, c, pre_activation<acc_t>(static_cast<acc_t>(x[c]), w[c], noise_i), grad_y_row, out_row);
+        if (out) finish_run(out_row, row(out, i), width);
       }
     };
     const int64_t plane0 = n * C + c0;  // index of the block's first (n, c) in the [N, C] tensors
     if (PASS == AdainPass::kForward) {
-      for_each([&](int64_t, int64_t c, acc_t pre) { sum_a[c] += leaky_relu(pre, slope) - first[c]; });
+      for_each([&](int64_t, int64_t c, acc_t pre, auto, auto) { sum_a[c] += leaky_relu(pre, slope) - first[c]; },
+               nullptr, nullptr);
       for (int64_t c = 0; c < width; ++c) mean[c] = sum_a[c] / M;
-      for_each([&](int64_t, int64_t c, acc_t pre) {
-        const acc_t d = leaky_relu(pre, slope) - first[c] - mean[c];
-        sum_b[c] += d * d;
-      });
+      for_each(
+          [&](int64_t, int64_t c, acc_t pre, auto, auto) {
+            const acc_t d = leaky_relu(pre, slope) - first[c] - mean[c];
+            sum_b[c] += d * d;
+          },
+          nullptr, nullptr);
       for (int64_t c = 0; c < width; ++c) {
         rstd[c] = acc_t(1) / std::sqrt(sum_b[c] / M + eps);
         t.mean[plane0 + c] = mean[c];
@@ -187,20 +214,24 @@ C10_NOINLINE void channel_block_range(const AdainParams p, const int64_t lo, con
         scale[c] = static_cast<acc_t>(t.gamma[plane0 + c]) * rstd[c];
         offset[c] = static_cast<acc_t>(t.beta[plane0 + c]) - scale[c] * mean[c];
       }
-      for_each([&](int64_t i, int64_t c, acc_t pre) {
-        row(t.y, i)[c] = static_cast<scalar_t>(scale[c] * (leaky_relu(pre, slope) - first[c]) + offset[c]);
-      });
+      for_each(
+          [&](int64_t, int64_t c, acc_t pre, auto, run_t<scalar_t>* y) {
+            y[c] = static_cast<run_t<scalar_t>>(scale[c] * (leaky_relu(pre, slope) - first[c]) + offset[c]);
+          },
+          nullptr, t.y);
     } else {
       for (int64_t c = 0; c < width; ++c) {
         mean[c] = t.mean[plane0 + c];
         rstd[c] = t.rstd[plane0 + c];
       }
       const auto xhat = [&](int64_t c, acc_t pre) { return (leaky_relu(pre, slope) - first[c] - mean[c]) * rstd[c]; };
-      for_each([&](int64_t i, int64_t c, acc_t pre) {
-        const acc_t g = static_cast<acc_t>(row(t.grad_y, i)[c]);
-        sum_a[c] += g;
-        sum_b[c] += g * xhat(c, pre);
-      });
+      for_each(
+          [&](int64_t, int64_t c, acc_t pre, const run_t<scalar_t>* grad_y, auto) {
+            const acc_t g = static_cast<acc_t>(grad_y[c]);
+            sum_a[c] += g;
+            sum_b[c] += g * xhat(c, pre);
+          },
+          t.grad_y, nullptr);
       acc_t mean_grad[kChannelBlock], mean_grad_xhat[kChannelBlock];
       sum_t noise_sum[kChannelBlock];
       for (int64_t c = 0; c < width; ++c) {
@@ -211,12 +242,14 @@ C10_NOINLINE void channel_block_range(const AdainParams p, const int64_t lo, con
         mean_grad_xhat[c] = sum_b[c] / M;
         noise_sum[c] = sum_t(0);
       }
-      for_each([&](int64_t i, int64_t c, acc_t pre) {
-        const acc_t g = adain_grad_pre<acc_t>(static_cast<acc_t>(row(t.grad_y, i)[c]), pre, xhat(c, pre), scale[c],
-                                              mean_grad[c], mean_grad_xhat[c], slope);
-        row(t.grad_x, i)[c] = static_cast<scalar_t>(g);
-        noise_sum[c] += g * static_cast<acc_t>(noise[i]);
-      });
+      for_each(
+          [&](int64_t i, int64_t c, acc_t pre, const run_t<scalar_t>* grad_y, run_t<scalar_t>* grad_x) {
+            const acc_t g = adain_grad_pre<acc_t>(static_cast<acc_t>(grad_y[c]), pre, xhat(c, pre), scale[c],
+                                                  mean_grad[c], mean_grad_xhat[c], slope);
+            grad_x[c] = static_cast<run_t<scalar_t>>(g);
+            noise_sum[c] += g * static_cast<acc_t>(noise[i]);
+          },
+          t.grad_y, t.grad_x);
       for (int64_t c = 0; c < width; ++c) t.grad_noise_weight[plane0 + c] = noise_sum[c];
     }
   }

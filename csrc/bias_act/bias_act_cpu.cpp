@@ -8,6 +8,7 @@
 #include <array>
 #include <vector>
 
+#include "../cpu_convert.h"
 #include "bias_act.h"
 
 namespace stylegan_cuda {
@@ -76,12 +77,16 @@ template <typename scalar_t, typename acc_t>
 inline __attribute__((always_inline)) uint32_t forward_word(const scalar_t* __restrict__ x,
                                                             const acc_t* __restrict__ bias, scalar_t* __restrict__ y,
                                                             int len, acc_t slope, acc_t scale) {
+  acc_t x_run[kBitsPerWord], y_run[kBitsPerWord];
+  const run_t<scalar_t>* __restrict__ in = readable_run(x, x_run, len);
+  run_t<scalar_t>* __restrict__ out = writable_run(y, y_run);
   uint32_t positive[kBitsPerWord];
   for (int k = 0; k < len; ++k) {
-    const acc_t v = static_cast<acc_t>(x[k]) + bias[k];
+    const acc_t v = static_cast<acc_t>(in[k]) + bias[k];
     positive[k] = v > acc_t(0);
-    y[k] = static_cast<scalar_t>(scaled_leaky_relu<acc_t>(v, slope, scale));
+    out[k] = static_cast<run_t<scalar_t>>(scaled_leaky_relu<acc_t>(v, slope, scale));
   }
+  finish_run(out, y, len);
   uint32_t bits = 0;
   for (int k = 0; k < len; ++k) bits |= positive[k] << k;
   return bits;
@@ -92,11 +97,15 @@ template <bool SUM, typename scalar_t, typename acc_t>
 inline __attribute__((always_inline)) void backward_word(const scalar_t* __restrict__ grad, uint32_t bits,
                                                          scalar_t* __restrict__ grad_x, acc_t* __restrict__ lanes,
                                                          int len, acc_t slope, acc_t scale) {
+  acc_t grad_run[kBitsPerWord], grad_x_run[kBitsPerWord];
+  const run_t<scalar_t>* __restrict__ in = readable_run(grad, grad_run, len);
+  run_t<scalar_t>* __restrict__ out = writable_run(grad_x, grad_x_run);
   for (int k = 0; k < len; ++k) {
-    const acc_t g = scaled_leaky_relu_grad<acc_t>(static_cast<acc_t>(grad[k]), (bits >> k) & 1u, slope, scale);
-    grad_x[k] = static_cast<scalar_t>(g);
+    const acc_t g = scaled_leaky_relu_grad<acc_t>(static_cast<acc_t>(in[k]), (bits >> k) & 1u, slope, scale);
+    out[k] = static_cast<run_t<scalar_t>>(g);
     if (SUM) lanes[k] += g;
   }
+  finish_run(out, grad_x, len);
 }
 
 template <typename scalar_t>

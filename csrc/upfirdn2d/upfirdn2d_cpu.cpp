@@ -8,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "../cpu_convert.h"
 #include "upfirdn2d.h"
 
 namespace stylegan_cuda {
@@ -150,6 +151,7 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
 
   at::parallel_for(0, groups * blocks, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> slab, acc(phases * lane);
+    std::vector<acc_t> row_in(kStagedInRuns<scalar_t> ? W : 0), row_out(kStagedInRuns<scalar_t> ? out_w : 0);
     std::vector<RowTap<acc_t>> taps;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t plane_lo = task / blocks * group, plane_count = std::min(group, planes - plane_lo);
@@ -162,11 +164,12 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
       const int64_t ix_lo = std::max<int64_t>(0, col_lo), ix_hi = std::min(W, col_lo + padded_w);
       for (int64_t k = 0; k < plane_count; ++k) {
         for (int64_t iy = row_lo; iy < row_hi; ++iy) {
-          const scalar_t* src = x + ((plane_lo + k) * H + iy) * W;
+          const run_t<scalar_t>* src =
+              readable_run(x + ((plane_lo + k) * H + iy) * W + ix_lo, row_in.data(), ix_hi - ix_lo);
           acc_t* dst = slab.data() + (iy - row_lo) * row_len + k * seg;
           for (int64_t q = 0; q < std::min(stride, ix_hi - ix_lo); ++q)
-            gather_strided(dst + slab_offset(ix_lo - col_lo + q), src + ix_lo + q,
-                           (ix_hi - ix_lo - q + stride - 1) / stride, stride);
+            gather_strided(dst + slab_offset(ix_lo - col_lo + q), src + q, (ix_hi - ix_lo - q + stride - 1) / stride,
+                           stride);
         }
       }
       const int64_t len = plane_count * seg;
@@ -183,8 +186,12 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
           }
           sum_all_taps(acc.data() + r * lane, taps.data(), static_cast<int>(taps.size()), len);
         }
-        for (int64_t k = 0; k < plane_count; ++k)
-          interleave(out + ((plane_lo + k) * out_h + oy) * out_w, acc.data() + k * seg, out_w, phases, lane);
+        for (int64_t k = 0; k < plane_count; ++k) {
+          scalar_t* dst = out + ((plane_lo + k) * out_h + oy) * out_w;
+          run_t<scalar_t>* row = writable_run(dst, row_out.data());
+          interleave(row, acc.data() + k * seg, out_w, phases, lane);
+          finish_run(row, dst, out_w);
+        }
       }
     }
   });
@@ -203,7 +210,7 @@ void upfirdn2d_channels_last(const Upfirdn2dParams& p) {
   const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, row_work));
 
   at::parallel_for(0, p.batch * out_h, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(C);
+    std::vector<acc_t> acc(C), pixel(kStagedInRuns<scalar_t> ? C : 0);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / out_h, oy = row % out_h;
       const AxisTaps ty = axis_taps(oy, p.up_y, p.down_y, p.pad_y0, p.kernel_h);
@@ -219,12 +226,11 @@ void upfirdn2d_channels_last(const Upfirdn2dParams& p) {
             const int64_t ix = tx.first + s;
             if (ix < 0 || ix >= W) continue;
             const acc_t w = wrow[tx.offset + s * p.up_x];
-            const scalar_t* __restrict__ in = x + ((n * H + iy) * W + ix) * C;
+            const run_t<scalar_t>* __restrict__ in = readable_run(x + ((n * H + iy) * W + ix) * C, pixel.data(), C);
             for (int64_t c = 0; c < C; ++c) a[c] += w * static_cast<acc_t>(in[c]);
           }
         }
-        scalar_t* __restrict__ dst = out + (row * out_w + ox) * C;
-        for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<scalar_t>(a[c]);
+        convert_run(a, out + (row * out_w + ox) * C, C);
       }
     }
   });

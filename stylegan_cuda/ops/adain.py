@@ -100,6 +100,20 @@ _DOUBLE_BACKWARD_ERROR = (
 )
 
 
+def _channel_weighted_sum(grad_x: torch.Tensor, noise_weight: torch.Tensor) -> torch.Tensor:
+    """``sum_c grad_x[:, c] * noise_weight[c]``, ``[N, 1, H, W]``: the gradient of the noise map all channels share.
+
+    Matrix-vector products over a view of ``grad_x`` in its own layout. (``einsum`` and ``matmul`` copy a contiguous
+    ``grad_x`` first when ``noise_weight`` requires grad: 40x slower on the CPU.)
+    """
+    n, c, h, w = grad_x.shape
+    if not grad_x.is_contiguous():  # channels_last
+        return (grad_x.permute(0, 2, 3, 1).reshape(n, h * w, c) @ noise_weight).view(n, 1, h, w)
+    if grad_x.device.type == "cpu" and grad_x.dtype == torch.float16:  # ATen's CPU float16 bmm is slow here
+        return _channel_weighted_sum(grad_x.float(), noise_weight.float()).half()
+    return torch.bmm(noise_weight.view(1, 1, c).expand(n, 1, c), grad_x.view(n, c, h * w)).view(n, 1, h, w)
+
+
 @on_extension_loaded
 def _register() -> None:
     ops = torch.ops.stylegan_cuda
@@ -127,7 +141,7 @@ def _register() -> None:
             grad_y, x, noise, noise_weight, gamma, mean, rstd, ctx.negative_slope)
         grad_noise = None
         if noise is not None and ctx.needs_input_grad[1]:
-            grad_noise = torch.einsum("nchw,c->nhw", grad_x, noise_weight).unsqueeze(1)
+            grad_noise = _channel_weighted_sum(grad_x, noise_weight)
         if noise is None:
             grad_noise_weight = None
         dtype = x.dtype
