@@ -4,9 +4,9 @@
 
 The training iteration is :func:`stylegan_cuda.train.train_step`: a D step with the R1 penalty, a G step, Adam
 and the EMA update, with mixing regularization, at ``alpha = 0.5`` (the fade-in runs both paths). Defaults:
-CPU at 8, 16, 32 px with ``max_channels=64``, batch 8; CUDA at 8 to 256 px at the seed's full width, batch 16,
-plus the extension under bfloat16 autocast with channels_last. The variants are timed in turns (median of
-``--repeat`` rounds) so that a changing machine load hits all alike. Peak memory is CUDA's
+CPU at 8, 16, 32 px with ``max_channels=64``, batch 8, in float32 and under bfloat16 autocast; CUDA at 8 to 256 px
+at the seed's full width, batch 16, plus the extension under bfloat16 autocast with channels_last. The variants are
+timed in turns (median of ``--repeat`` rounds) so that a changing machine load hits all alike. Peak memory is CUDA's
 ``max_memory_allocated`` (not measured on the CPU). Writes ``benchmarks/results/model_<device>.json``.
 """
 
@@ -37,7 +37,9 @@ class Variant:
 
 
 VARIANTS = {
-    "cpu": [Variant("extension fp32", "extension"), Variant("reference fp32", "reference")],
+    "cpu": [Variant("extension fp32", "extension"), Variant("reference fp32", "reference"),
+            Variant("extension bf16", "extension", torch.bfloat16),
+            Variant("reference bf16", "reference", torch.bfloat16)],
     "cuda": [Variant("extension fp32", "extension"), Variant("reference fp32", "reference"),
              Variant("extension bf16+cl", "extension", torch.bfloat16, True)],
 }
@@ -102,9 +104,13 @@ def bench_resolution(device: str, variants: list[Variant], resolution: int, batc
 
 
 def _add_speedups(rows: list[dict]) -> None:
-    reference = {r["resolution"]: r for r in rows if r["variant"].startswith("reference")}
+    """Speedups over the reference in the same precision ("extension bf16" over "reference bf16"), or else over the
+    fp32 reference ("extension bf16+cl" on CUDA)."""
+    reference = {(r["resolution"], r["variant"].split(" ", 1)[1]): r
+                 for r in rows if r["variant"].startswith("reference")}
     for row in rows:
-        base = reference.get(row["resolution"])
+        precision = row["variant"].split(" ", 1)[1]
+        base = reference.get((row["resolution"], precision), reference.get((row["resolution"], "fp32")))
         if base is not None:
             row["forward_speedup"] = base["forward_ms"] / row["forward_ms"]
             row["train_speedup"] = base["train_ms"] / row["train_ms"]

@@ -30,8 +30,13 @@ def test_model_benchmark_writes_rows(results_dir):
     model.main(["--device", "cpu", "--quick", "--max-channels", "16", "--batch", "2", "--repeat", "1"])
     (path,) = results_dir.glob("model_cpu_*.json")
     rows = json.loads(path.read_text())["rows"]
-    assert {row["variant"] for row in rows} == {"extension fp32", "reference fp32"}
+    assert {row["variant"] for row in rows} == {"extension fp32", "reference fp32", "extension bf16", "reference bf16"}
     assert all(row["train_ms"] > 0 and row["forward_ms"] > 0 for row in rows)
+    by_variant = {row["variant"]: row for row in rows}
+    for precision in ("fp32", "bf16"):  # each extension against the reference in its own precision
+        extension, reference = by_variant[f"extension {precision}"], by_variant[f"reference {precision}"]
+        assert reference["train_speedup"] == 1.0
+        assert extension["train_speedup"] == reference["train_ms"] / extension["train_ms"]
 
 
 def test_op_benchmark_rejects_an_unknown_op(capsys):
