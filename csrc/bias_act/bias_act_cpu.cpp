@@ -72,16 +72,12 @@ class WordBias {
   int64_t channels_, inner_;
 };
 
-// The staging buffers of one word (cpu_convert.h); a placeholder where scalar_t is not staged.
-template <typename scalar_t>
-constexpr int kRunLength = kStagedInRuns<scalar_t> ? kBitsPerWord : 1;
-
 // One word of the forward pass: `len` (32 but for the last word) elements and their sign bits.
 template <typename scalar_t, typename acc_t>
 inline __attribute__((always_inline)) uint32_t forward_word(const scalar_t* __restrict__ x,
                                                             const acc_t* __restrict__ bias, scalar_t* __restrict__ y,
                                                             int len, acc_t slope, acc_t scale) {
-  acc_t x_run[kRunLength<scalar_t>], y_run[kRunLength<scalar_t>];
+  acc_t x_run[kBitsPerWord], y_run[kBitsPerWord];
   const run_t<scalar_t>* __restrict__ in = readable_run(x, x_run, len);
   run_t<scalar_t>* __restrict__ out = writable_run(y, y_run);
   uint32_t positive[kBitsPerWord];
@@ -101,7 +97,7 @@ template <bool SUM, typename scalar_t, typename acc_t>
 inline __attribute__((always_inline)) void backward_word(const scalar_t* __restrict__ grad, uint32_t bits,
                                                          scalar_t* __restrict__ grad_x, acc_t* __restrict__ lanes,
                                                          int len, acc_t slope, acc_t scale) {
-  acc_t grad_run[kRunLength<scalar_t>], grad_x_run[kRunLength<scalar_t>];
+  acc_t grad_run[kBitsPerWord], grad_x_run[kBitsPerWord];
   const run_t<scalar_t>* __restrict__ in = readable_run(grad, grad_run, len);
   run_t<scalar_t>* __restrict__ out = writable_run(grad_x, grad_x_run);
   for (int k = 0; k < len; ++k) {
