@@ -1,4 +1,5 @@
-// Shared by every op: the host/device qualifier for per-element math and the argument checks of the host code.
+// Shared by every op: the host/device qualifier and the leaky ReLU of the per-element math, and the argument checks of
+// the host code.
 #pragma once
 
 #if defined(__CUDACC__)
@@ -6,6 +7,22 @@
 #else
 #define SGC_HOST_DEVICE inline
 #endif
+
+namespace stylegan_cuda {
+
+// Leaky ReLU, and its derivative applied to an incoming gradient (0 counts as negative, as in F.leaky_relu's
+// backward).
+template <typename T>
+SGC_HOST_DEVICE T leaky_relu(T v, T negative_slope) {
+  return v > T(0) ? v : v * negative_slope;
+}
+
+template <typename T>
+SGC_HOST_DEVICE T leaky_relu_grad(T grad, T v, T negative_slope) {
+  return v > T(0) ? grad : grad * negative_slope;
+}
+
+}  // namespace stylegan_cuda
 
 #ifndef __CUDACC__
 #include <ATen/ATen.h>

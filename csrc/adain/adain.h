@@ -38,17 +38,6 @@ struct AdainParams {
 };
 
 template <typename T>
-SGC_HOST_DEVICE T leaky_relu(T pre, T negative_slope) {
-  return pre > T(0) ? pre : pre * negative_slope;
-}
-
-// d leaky_relu / d pre, applied to an incoming gradient.
-template <typename T>
-SGC_HOST_DEVICE T leaky_relu_grad(T grad, T pre, T negative_slope) {
-  return pre > T(0) ? grad : grad * negative_slope;
-}
-
-template <typename T>
 SGC_HOST_DEVICE T pre_activation(T x, T noise_weight, T noise) {
   return x + noise_weight * noise;
 }

@@ -34,7 +34,7 @@ inline int64_t positive_words(int64_t numel) { return (numel + kBitsPerWord - 1)
 
 template <typename T>
 SGC_HOST_DEVICE T scaled_leaky_relu(T v, T negative_slope, T scale) {
-  return (v > T(0) ? v : v * negative_slope) * scale;
+  return leaky_relu(v, negative_slope) * scale;
 }
 
 // d y / d x: scale where x + bias > 0 (positive = 1), negative_slope * scale elsewhere (positive = 0; at 0 too, as
