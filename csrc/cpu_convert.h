@@ -5,8 +5,8 @@
 // stays scalar (20x slower than float32 here); float16 runs go through F16C instead, eight or sixteen elements per
 // instruction, where the CPU has it (checked at run time, so that a build for any x86-64 uses it). bfloat16 loops
 // vectorize either way, but bias_act's and adain_noise's ran faster staged (forward at [8,128,64,64]: 0.40 -> 0.30 ms
-// and 1.08 -> 0.71 ms; upfirdn2d's, which convert into its row buffers anyway, up to 20% slower). The results are
-// bit-identical to c10's own conversions (round to nearest even).
+// and 1.08 -> 0.71 ms; upfirdn2d's, which convert into its row buffers anyway, gained or lost up to 20% by case,
+// within this machine's noise). The results are bit-identical to c10's own conversions (round to nearest even).
 //
 //   const run_t<scalar_t>* in = readable_run(x, x_buffer, n);  // x itself, or x converted into x_buffer
 //   run_t<scalar_t>* out = writable_run(y, y_buffer);          // y itself, or y_buffer
