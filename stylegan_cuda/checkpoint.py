@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -32,6 +33,31 @@ _BLUR_KERNEL = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
 
 class CheckpointError(ValueError):
     """A file that is not a checkpoint of the expected kind, or whose keys or shapes do not fit the model."""
+
+
+RUN_CHECKPOINT_NAME = re.compile(r"^(\d{6,})\.pt$")  # train.py's DIR/checkpoint/NNNNNN.pt, NNNNNN the iteration
+
+
+def run_checkpoints(directory) -> list[tuple[int, Path]]:
+    """The ``NNNNNN.pt`` files of ``directory`` as (iteration, path), in iteration order (none if it is missing)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := RUN_CHECKPOINT_NAME.match(p.name)))
+
+
+def find(path) -> Path:
+    """``path`` if it is a file; for a folder, its latest ``NNNNNN.pt``, or that of its ``checkpoint/`` subfolder (a
+    ``train.py --out`` folder)."""
+    path = Path(path)
+    if path.is_dir():
+        found = run_checkpoints(path) or run_checkpoints(path / "checkpoint")
+        if not found:
+            raise CheckpointError(f"{path}: the folder holds no checkpoint NNNNNN.pt written by train.py")
+        return found[-1][1]
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    return path
 
 
 def read(path) -> object:

@@ -68,8 +68,9 @@ def test_writes_sample_and_mixing_grids(train_checkpoint, tmp_path, capsys):
 
 
 def test_same_seed_same_images_other_seed_other_images(train_checkpoint, tmp_path):
-    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
-        assert main([str(train_checkpoint), "--out", str(tmp_path / name), "--seed", seed, "--n_mixing", "0",
+    run_folder = train_checkpoint.parents[1]  # its latest checkpoint, the same file
+    for name, seed, source in (("a", "1", train_checkpoint), ("b", "1", run_folder), ("c", "2", train_checkpoint)):
+        assert main([str(source), "--out", str(tmp_path / name), "--seed", seed, "--n_mixing", "0",
                      "--n_mean", "64", "--device", "cpu"]) == 0
     read = lambda name: np.array(Image.open(tmp_path / name / "sample.png"))  # noqa: E731
     assert (read("a") == read("b")).all() and not (read("a") == read("c")).all()
@@ -133,7 +134,8 @@ def test_bad_inputs(train_checkpoint, tmp_path, capsys):
         assert main(argv + ["--out", str(tmp_path / "never"), "--device", "cpu"]) == 2
         return capsys.readouterr().err
 
-    assert "no checkpoint file" in error_of([str(tmp_path / "missing.pt")])
+    assert "missing.pt: no such file" in error_of([str(tmp_path / "missing.pt")])
+    assert "holds no checkpoint NNNNNN.pt" in error_of([str(tmp_path)])
     (tmp_path / "junk.pt").write_text("junk")
     assert "not a PyTorch checkpoint" in error_of([str(tmp_path / "junk.pt")])
     torch.save({"discriminator": seed_reference.Discriminator(channel_base=1024, max_channels=16).state_dict()},
@@ -142,5 +144,9 @@ def test_bad_inputs(train_checkpoint, tmp_path, capsys):
     assert "blocks 4-8 do not exist at 16 px" in error_of([str(train_checkpoint), "--mixing_range", "fine"])
     assert "expected LO,HI" in error_of([str(train_checkpoint), "--mixing_range", "big"])
     assert "--n_row must be >= 1" in error_of([str(train_checkpoint), "--n_row", "0"])
+    assert "make a 1640000 x 18002 grid: more than" in error_of([str(train_checkpoint), "--n_row", "1000",
+                                                                 "--n_col", "91111"])
+    assert main([str(train_checkpoint), "--out", str(tmp_path / "never"), "--device", "gpu"]) == 2
+    assert "--device gpu: expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
     assert parse_mixing_ranges(["0,1", "middle"], step=3) == [("0-1", (0, 1)), ("middle", (2, 3))]

@@ -234,9 +234,23 @@ def test_bad_inputs_give_clear_errors(lmdb_path, tmp_path, capsys):
     message = error_of(["--resume", str(tmp_path / "010000.model")])
     assert "holds only the EMA generator" in message and "generate.py" in message
 
+    assert "--device gpu: expected auto, cpu, cuda or cuda:N" in error_of(args_for(lmdb_path, tmp_path / "o",
+                                                                                   "--device", "gpu"))
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU is visible" in error_of(args_for(lmdb_path, tmp_path / "o", "--device", "cuda"))
+
     run_trainer(args_for(lmdb_path, tmp_path / "run", iterations=1))
-    last = str(tmp_path / "run" / "checkpoint" / "000001.pt")
-    assert "--max_channels 32 differs from the checkpoint's 16" in error_of(["--resume", last, "--max_channels", "32"])
+    last = tmp_path / "run" / "checkpoint" / "000001.pt"
+    assert "--max_channels 32 differs from the checkpoint's 16" in error_of(["--resume", str(last),
+                                                                             "--max_channels", "32"])
+    # Never over another run's checkpoints, nor over the later ones of a run resumed from an earlier checkpoint.
+    saved = last.read_bytes()
+    message = error_of(args_for(lmdb_path, tmp_path / "run", iterations=1))
+    assert "holds checkpoints past iteration 0 (up to 000001.pt) that this run would write over" in message
+    shutil.copy(last, last.with_name("000003.pt"))
+    assert "past iteration 1 (up to 000003.pt)" in error_of(["--resume", str(last), "--iterations", "3"])
+    assert last.read_bytes() == saved
+    assert sorted(p.name for p in last.parent.iterdir()) == ["000001.pt", "000003.pt"]
     assert not (tmp_path / "o").exists()  # nothing written on bad input
     with pytest.raises(TrainError, match="multiple of the number of processes"):
         config, _ = make_config(args_for(lmdb_path, tmp_path / "o", "--batch", "3"))
@@ -252,21 +266,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_gloo_run(lmdb_path, tmp_path):
-    out = tmp_path / "ddp"
+def _torchrun_two_processes(train_args, cwd) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(REPO / "train.py"),
-               *args_for(lmdb_path, out, iterations=6)]
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(REPO / "train.py"), *train_args]
     pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     try:
-        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
     except subprocess.TimeoutExpired:
         pytest.skip("torchrun with 2 gloo processes did not finish in 150 s on this machine")
     output = result.stdout + result.stderr
     if result.returncode != 0 and any(s in output for s in ("EADDRINUSE", "Address already in use",
                                                            "Connection refused", "RendezvousConnectionError")):
         pytest.skip(f"torchrun could not start its rendezvous here: {output[-500:]}")
+    return result
+
+
+def test_two_process_gloo_run(lmdb_path, tmp_path):
+    out = tmp_path / "ddp"
+    result = _torchrun_two_processes(args_for(lmdb_path, out, iterations=6), tmp_path)
+    output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert output.count("training 8 -> 16 px on cpu x2") == 1  # only rank 0 logs
     assert "now at 16 px" in output
@@ -276,3 +295,10 @@ def test_two_process_gloo_run(lmdb_path, tmp_path):
     # The global batch of 4 is split 2 + 2; the schedule counts all of it.
     assert training["progress"]["step"] == 2 and training["progress"]["used_sample"] == 4
     assert training["iteration"] == 6
+
+    # Rank 0's refusal to write over those checkpoints stops both ranks (none waits for the other).
+    saved = (out / "checkpoint" / "000006.pt").read_bytes()
+    again = _torchrun_two_processes(args_for(lmdb_path, out, iterations=6), tmp_path)
+    assert again.returncode != 0
+    assert (again.stdout + again.stderr).count("that this run would write over") == 2
+    assert (out / "checkpoint" / "000006.pt").read_bytes() == saved

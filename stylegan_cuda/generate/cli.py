@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
-from ..train.distributed import resolve_device
-from .grid import save_grid
+from ..train.distributed import DeviceError, resolve_device
+from .grid import MAX_GRID_PIXELS, grid_size, save_grid
 from .sampling import SEED_RANGE, GenerateError, Sampler, load_generator, parse_mixing_ranges
 
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="generate.py",
         description="Write OUT/sample.png (n_row x n_col truncated samples) and style-mixing grids from a checkpoint "
-                    "of train.py (DIR/checkpoint/NNNNNN.pt) or of the seed (train_step-N.model, NNNNNN.model). "
+                    "of train.py (DIR/checkpoint/NNNNNN.pt, or DIR for its latest) or of the seed (train_step-N.model, NNNNNN.model). "
                     "The resolution is read from the checkpoint.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT")
@@ -55,12 +55,18 @@ def generate(args) -> list[Path]:
         raise GenerateError(f"--truncation must be >= 0, got {args.truncation}")
     try:
         device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as error:
+    except DeviceError as error:
         raise GenerateError(str(error)) from None
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels down many times
     loaded = load_generator(args.checkpoint, args.size, impl=args.impl, device=device)
     ranges = parse_mixing_ranges(args.mixing_range or [f"{SEED_RANGE[0]},{SEED_RANGE[1]}"], loaded.step)
+    grids = [(args.n_row, args.n_col)] + ([(args.n_row + 1, args.n_col + 1)] if args.n_mixing else [])
+    for rows, cols in grids:  # before any image is made
+        height, width = grid_size(rows * cols, cols, loaded.resolution, loaded.resolution)
+        if height * width > MAX_GRID_PIXELS:
+            raise GenerateError(f"--n_row {args.n_row} x --n_col {args.n_col} at {loaded.resolution} px make a "
+                                f"{width} x {height} grid: more than {MAX_GRID_PIXELS} pixels")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

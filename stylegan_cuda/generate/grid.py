@@ -18,14 +18,22 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def make_grid(images: torch.Tensor, ncol: int, padding: int = 2, pad_value: int = 0) -> np.ndarray:
-    """The images as rows of ``ncol``, separated and framed by ``padding`` pixels of ``pad_value``: ``[H, W, 3]``."""
+MAX_GRID_PIXELS = 2**28  # 16384 x 16384: a 768 MiB image in memory
+
+
+def grid_size(count: int, ncol: int, height: int, width: int, padding: int = 2) -> tuple[int, int]:
+    """(height, width) in pixels of the grid of ``count`` images of ``height x width`` in rows of ``ncol``."""
     if ncol < 1:
         raise ValueError(f"ncol must be >= 1, got {ncol}")
+    nrow = max(1, -(-count // ncol))
+    return padding + nrow * (height + padding), padding + ncol * (width + padding)
+
+
+def make_grid(images: torch.Tensor, ncol: int, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+    """The images as rows of ``ncol``, separated and framed by ``padding`` pixels of ``pad_value``: ``[H, W, 3]``."""
     pixels = to_uint8(images)
     count, height, width, _ = pixels.shape
-    nrow = max(1, -(-count // ncol))
-    grid = np.full((padding + nrow * (height + padding), padding + ncol * (width + padding), 3), pad_value, np.uint8)
+    grid = np.full((*grid_size(count, ncol, height, width, padding), 3), pad_value, np.uint8)
     for index in range(count):
         row, col = divmod(index, ncol)
         top, left = padding + row * (height + padding), padding + col * (width + padding)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 import torch
 
@@ -54,14 +53,12 @@ def _check_size(size: int | None, resolution: int, path) -> None:
 def load_generator(path, size: int | None = None, impl: str | None = "auto", device="cpu") -> LoadedGenerator:
     """The EMA generator (else the generator) of ``path`` and the resolution and fade-in it was trained at.
 
-    Reads this project's checkpoints (``train.py``'s, which record the resolution; a model-only file of
-    :func:`stylegan_cuda.checkpoint.save` needs ``size``) and the seed's (``train_step-N.model`` records it in its
-    name; ``NNNNNN.model`` needs ``size``).
+    Reads this project's checkpoints (``train.py``'s, which record the resolution, also found as the latest in a
+    ``train.py --out`` folder; a model-only file of :func:`stylegan_cuda.checkpoint.save` needs ``size``) and the
+    seed's (``train_step-N.model`` records it in its name; ``NNNNNN.model`` needs ``size``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GenerateError(f"no checkpoint file at {path}")
     try:
+        path = ckpt.find(path)
         data = ckpt.read(path)
     except ckpt.CheckpointError as error:
         raise GenerateError(str(error)) from None

@@ -32,14 +32,25 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+class DeviceError(ValueError):
+    """A ``--device`` that names no usable device."""
+
+
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:LOCAL_RANK`` when a GPU is visible, else ``cpu``; ``cuda`` -> ``cuda:LOCAL_RANK``."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise DeviceError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is visible (use --device cpu)")
+            raise DeviceError(f"--device {device}: no CUDA GPU is visible (use --device cpu)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
         if resolved.index is None:
             resolved = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(resolved)

@@ -4,7 +4,9 @@
   every random generator and the data order: the resumed run computes the same losses as an uninterrupted one.
   A file holding only the EMA generator is refused with an explanation; the seed's ``train_step-N.model`` files start
   a run from their weights and Adam states through :func:`stylegan_cuda.checkpoint.load_rosinality`.
-- ``--out DIR`` is created with ``DIR/checkpoint`` and ``DIR/sample``; checkpoints are written atomically.
+- ``--out DIR`` is created with ``DIR/checkpoint`` and ``DIR/sample``; checkpoints are written atomically, and a run
+  refuses to start where it would write over checkpoints past its first iteration (another run's, or the later ones
+  of the run it resumes from an earlier checkpoint).
 - ``--lr`` is the learning rate when ``--sched`` is off (the seed overwrote it).
 - Samples use fixed latents and noise, so successive sample grids show the same images evolving.
 - Mixed precision (``--amp bf16|fp16``), several processes with ``torchrun`` (gradients averaged by all-reduce, the
@@ -41,7 +43,6 @@ from .step import AMP_MODES, LOSSES, StepConfig, make_optimizers, train_step
 
 TRAINING_KIND = "stylegan_cuda.train"
 TRAINING_VERSION = 1
-CHECKPOINT_NAME = re.compile(r"^(\d{6,})\.pt$")
 # The seed's sample grids: (images per row, rows) by resolution.
 SAMPLE_GRID = {512: (8, 4), 1024: (4, 2)}
 SAMPLE_GRID_DEFAULT = (10, 5)
@@ -202,18 +203,11 @@ class ResumeSource:
 
 
 def find_checkpoint(path) -> Path:
-    """``path`` itself, or the checkpoint of the highest iteration in the directory ``path``."""
-    path = Path(path)
-    if path.is_dir():
-        found = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := CHECKPOINT_NAME.match(p.name)))
-        if not found and (path / "checkpoint").is_dir():
-            return find_checkpoint(path / "checkpoint")
-        if not found:
-            raise TrainError(f"--resume {path}: the directory holds no checkpoint NNNNNN.pt written by train.py")
-        return found[-1][1]
-    if not path.exists():
-        raise TrainError(f"--resume {path}: no such file")
-    return path
+    """``path`` itself, or the latest checkpoint in the folder ``path`` (or in its ``checkpoint/``)."""
+    try:
+        return ckpt.find(path)
+    except ckpt.CheckpointError as error:
+        raise TrainError(f"--resume {error}") from None
 
 
 def _torch_load(path: Path):
@@ -528,17 +522,32 @@ class Trainer:
     # --------------------------------------------------------------------------------------------------- loop
 
     def prepare_output(self) -> None:
+        """Create the output folders (rank 0); every rank raises rank 0's error, if any, rather than wait for it."""
+        problem = None
         if self.info.is_main:
             try:
-                self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                self.sample_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise TrainError(f"--out {self.out}: cannot create the output folders: {error}") from None
+                self._prepare_output_on_main()
+            except TrainError as error:
+                problem = str(error)
+        problem = distributed.gather_objects(problem, self.info)[0]
+        if problem is not None:
+            raise TrainError(problem)
+
+    def _prepare_output_on_main(self) -> None:
+        later = [path for iteration, path in ckpt.run_checkpoints(self.checkpoint_dir) if iteration > self.iteration]
+        if later:
+            raise TrainError(f"--out {self.out} holds checkpoints past iteration {self.iteration} (up to "
+                             f"{later[-1].name}) that this run would write over: continue from the latest with "
+                             f"--resume {self.out}, or give another --out")
+        try:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            self.sample_dir.mkdir(parents=True, exist_ok=True)
             args = json.dumps(self.config.resumable(), indent=1, sort_keys=True)
             tmp = self.out / f".train_args.json.tmp{os.getpid()}"
             tmp.write_text(args + "\n")
             os.replace(tmp, self.out / "train_args.json")
-        distributed.barrier(self.info)
+        except OSError as error:
+            raise TrainError(f"--out {self.out}: cannot write the output folders: {error}") from None
 
     def train_iteration(self) -> dict:
         alpha, stepped = self.progress.begin_iteration(self.schedule)
@@ -695,7 +704,7 @@ def main(argv=None) -> int:
                   "with a fade-in and fresh optimizers", file=sys.stderr)
         trainer = Trainer(config, resume, info, device)
         trainer.run()
-    except (TrainError, ckpt.CheckpointError) as error:
+    except (TrainError, ckpt.CheckpointError, distributed.DeviceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
