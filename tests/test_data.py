@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from stylegan_cuda.data import MultiResolutionDataset, PrepareError, prepare_database
 from stylegan_cuda.data.demo import write_demo_images
-from stylegan_cuda.data.prepare import build_parser, load_rgb, main
+from stylegan_cuda.data.prepare import LmdbWriter, build_parser, load_rgb, main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from data_helpers import (  # noqa: E402
@@ -190,6 +190,21 @@ def test_invalid_options_are_errors(messy_folder, tmp_path):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--out", "x", "--sizes", "8,abc", "y"])
     assert main(["--out", str(tmp_path / "db"), "--max_size", "100", str(root)]) == 2
+
+
+def test_unwritable_output_is_an_error_and_keeps_nothing(messy_folder, tmp_path, monkeypatch):
+    root, _, _ = messy_folder
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(PrepareError, match="cannot create the database"):
+        prepare_database(root, tmp_path / "a_file" / "db", sizes=SIZES, stream=io.StringIO())
+
+    def disk_full(self, key, value):
+        raise lmdb.DiskError("mdb_put: No space left on device")
+
+    monkeypatch.setattr(LmdbWriter, "put", disk_full)
+    with pytest.raises(PrepareError, match="writing .*db failed, nothing was kept: mdb_put: No space left"):
+        prepare_database(root, tmp_path / "db", sizes=SIZES, stream=io.StringIO())
+    assert not (tmp_path / "db").exists() and not (tmp_path / "db.partial").exists()
 
 
 def test_map_grows_from_a_tiny_initial_size(tmp_path):

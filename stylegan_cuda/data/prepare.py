@@ -305,8 +305,11 @@ def prepare_database(
     report = PrepareReport(out_path=out_path, sizes=sizes, ignored=ignored)
     options = EncodeOptions(sizes, resample, image_format)
     start = time.perf_counter()
-    partial_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = LmdbWriter(partial_path, initial_map_size)
+    try:
+        partial_path.parent.mkdir(parents=True, exist_ok=True)
+        writer = LmdbWriter(partial_path, initial_map_size)
+    except (OSError, lmdb.Error) as error:
+        raise PrepareError(f"cannot create the database {out_path}: {error}") from None
     results = encode_in_order(image_paths, options, n_worker)
     try:
         progress = ProgressBar(len(image_paths), "prepare", stream)
@@ -330,10 +333,12 @@ def prepare_database(
         writer.put(METADATA_KEY, encode_metadata(sizes, report.count, image_format, resample))
         writer.put(LENGTH_KEY, str(report.count).encode("utf-8"))
         writer.commit()
-    except BaseException:
+    except BaseException as error:
         results.close()
         writer.close()
         shutil.rmtree(partial_path, ignore_errors=True)
+        if isinstance(error, (OSError, lmdb.Error)):  # e.g. the disk is full
+            raise PrepareError(f"writing {out_path} failed, nothing was kept: {error}") from error
         raise
     writer.close()
     check_output_path(out_path, overwrite)
