@@ -1,11 +1,22 @@
-// Shared by every op: the host/device qualifier and the leaky ReLU of the per-element math, and the argument checks of
-// the host code.
+// Shared by every op: the host/device qualifier, the CPU hot-loop clones and the leaky ReLU of the per-element math,
+// and the argument checks of the host code.
 #pragma once
 
 #if defined(__CUDACC__)
 #define SGC_HOST_DEVICE __host__ __device__ __forceinline__
 #else
 #define SGC_HOST_DEVICE inline
+#endif
+
+// A CPU hot loop in a build for any x86-64 (the ahead-of-time build defines STYLEGAN_CUDA_CPU_CLONES): compiled for
+// AVX-512, for AVX2 and for the baseline, the best one picked when the library loads. What the loop inlines is
+// compiled with it; a lambda run by at::parallel_for is not, so the loop is a function of its own. The just-in-time
+// build compiles everything for its own machine (-march=native) instead.
+#if defined(STYLEGAN_CUDA_CPU_CLONES) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 12
+#define SGC_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SGC_CPU_CLONES
 #endif
 
 namespace stylegan_cuda {

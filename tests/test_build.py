@@ -158,3 +158,26 @@ def test_cuda_kernels_compile_without_a_gpu(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "CPU + CUDA (" in result.stdout, result.stdout
+
+
+def test_ahead_of_time_build_agrees_with_the_reference(tmp_path):
+    """``STYLEGAN_CUDA_AOT=1``: the CPU kernels built for any x86-64 (hot loops cloned per instruction set, the best
+    one picked at load) load from the built package and pass the ops' parity tests there."""
+    env = {**os.environ, "STYLEGAN_CUDA_AOT": "1", "STYLEGAN_CUDA_BUILD_CUDA": "0"}
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build", "--build-base", str(tmp_path / "build")],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (lib,) = (tmp_path / "build").glob("lib*")
+    # Run from tmp_path so that nothing but the built package is importable as stylegan_cuda.
+    env = {**os.environ, "PYTHONPATH": str(lib)}
+    loaded = subprocess.run([sys.executable, "-c", "import stylegan_cuda.ops as ops; print(ops.load_extension().how, "
+                             "ops.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert loaded.stdout.split() == ["ahead-of-time", str(lib / "stylegan_cuda" / "ops" / "__init__.py")], \
+        loaded.stdout + loaded.stderr
+    tests = [str(REPO / "tests" / f"test_{op}.py") for op in ("bias_act", "upfirdn2d", "adain")]
+    parity = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(REPO / "pytest.ini"),
+         "--rootdir", str(REPO), "-o", f"pythonpath={REPO / 'tests'}", "-k", "matches_reference or float32_rounded",
+         *tests], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    assert parity.returncode == 0, parity.stdout[-3000:] + parity.stderr[-3000:]
+    assert " passed" in parity.stdout

@@ -25,9 +25,10 @@ constexpr int64_t kChannelBlock = 64;
 using sum_t = double;
 
 // {sum of terms[k](i) for i < n} for each k, in one pass, each sum accumulated in independent lanes so that the
-// loop vectorizes.
+// loop vectorizes. Always inlined: compiled for its caller's target (SGC_CPU_CLONES).
 template <typename acc_t, typename... Terms, size_t... K>
-std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, std::index_sequence<K...>, const Terms&... terms) {
+C10_ALWAYS_INLINE std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, std::index_sequence<K...>,
+                                                                const Terms&... terms) {
   constexpr int kLanes = 16;
   sum_t lanes[sizeof...(Terms)][kLanes] = {};
   int64_t i = 0;
@@ -40,12 +41,12 @@ std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, std::index_sequence<K..
 }
 
 template <typename acc_t, typename... Terms>
-std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, const Terms&... terms) {
+C10_ALWAYS_INLINE std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, const Terms&... terms) {
   return lane_sums<acc_t>(n, std::index_sequence_for<Terms...>{}, terms...);
 }
 
 template <typename acc_t, typename Term>
-acc_t lane_sum(int64_t n, const Term& term) {
+C10_ALWAYS_INLINE acc_t lane_sum(int64_t n, const Term& term) {
   return lane_sums<acc_t>(n, term)[0];
 }
 
@@ -87,7 +88,7 @@ struct Tensors {
 
 // Planes [lo, hi). The arguments are values, so the loops see locals (not a closure's references) and vectorize.
 template <typename scalar_t, AdainPass PASS>
-C10_NOINLINE void plane_range(const AdainParams p, const int64_t lo, const int64_t hi) {
+C10_NOINLINE SGC_CPU_CLONES void plane_range(const AdainParams p, const int64_t lo, const int64_t hi) {
   using acc_t = at::opmath_type<scalar_t>;
   const Tensors<scalar_t> t(p);
   const int64_t C = p.channels, M = p.plane;
@@ -160,7 +161,7 @@ void contiguous_planes(const AdainParams& p) {
 
 // Tasks [lo, hi), a task being (sample, block of channels); arguments by value, as plane_range's.
 template <typename scalar_t, AdainPass PASS>
-C10_NOINLINE void channel_block_range(const AdainParams p, const int64_t lo, const int64_t hi) {
+C10_NOINLINE SGC_CPU_CLONES void channel_block_range(const AdainParams p, const int64_t lo, const int64_t hi) {
   using acc_t = at::opmath_type<scalar_t>;
   const Tensors<scalar_t> t(p);
   const int64_t C = p.channels, M = p.plane, blocks = (C + kChannelBlock - 1) / kChannelBlock;

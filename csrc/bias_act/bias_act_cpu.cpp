@@ -108,64 +108,83 @@ inline __attribute__((always_inline)) void backward_word(const scalar_t* __restr
   finish_run(out, grad_x, len);
 }
 
+// Words [lo, hi) of the forward pass. Parameters by value: the loops see locals, not references, and vectorize.
 template <typename scalar_t>
-void forward(const BiasActParams& p) {
+SGC_CPU_CLONES void forward_words(const BiasActParams p, const WordBias<at::opmath_type<scalar_t>, scalar_t>& word_bias,
+                                  const int64_t lo, const int64_t hi) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(p.in);
   auto* y = static_cast<scalar_t*>(p.out);
-  const WordBias<acc_t, scalar_t> word_bias(static_cast<const scalar_t*>(p.bias), p.channels, p.inner);
   const acc_t slope = static_cast<acc_t>(p.negative_slope), scale = static_cast<acc_t>(p.scale);
   const int64_t numel = p.numel, full_words = numel / kBitsPerWord;
-  at::parallel_for(0, positive_words(numel), kGrainWords, [&](int64_t lo, int64_t hi) {
-    const acc_t s = slope, g = scale;  // locals: the compiler cannot vectorize through captured references
-    acc_t scratch[kBitsPerWord];
-    auto cursor = word_bias.at(lo * kBitsPerWord);
-    for (int64_t w = lo; w < hi; ++w) {
-      const int64_t base = w * kBitsPerWord;
-      const acc_t* bias = word_bias.next(cursor, scratch);
-      p.positive[w] = w < full_words ? forward_word(x + base, bias, y + base, kBitsPerWord, s, g)
-                                     : forward_word(x + base, bias, y + base, int(numel - base), s, g);
-    }
-  });
+  acc_t scratch[kBitsPerWord];
+  auto cursor = word_bias.at(lo * kBitsPerWord);
+  for (int64_t w = lo; w < hi; ++w) {
+    const int64_t base = w * kBitsPerWord;
+    const acc_t* bias = word_bias.next(cursor, scratch);
+    p.positive[w] = w < full_words ? forward_word(x + base, bias, y + base, kBitsPerWord, slope, scale)
+                                   : forward_word(x + base, bias, y + base, int(numel - base), slope, scale);
+  }
 }
 
+// Runs [lo, hi) of `inner` elements (whole words) of the backward pass, each run's grad_x summed as it goes.
 template <typename scalar_t>
-void backward(const BiasActParams& p) {
+SGC_CPU_CLONES void backward_runs(const BiasActParams p, const int64_t lo, const int64_t hi) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto* grad = static_cast<const scalar_t*>(p.in);
+  auto* grad_x = static_cast<scalar_t*>(p.out);
+  auto* run_sums = static_cast<acc_t*>(p.run_sums);
+  const acc_t slope = static_cast<acc_t>(p.negative_slope), scale = static_cast<acc_t>(p.scale);
+  const int64_t words_per_run = p.inner / kBitsPerWord;
+  for (int64_t run = lo; run < hi; ++run) {
+    acc_t lanes[kBitsPerWord] = {};
+    for (int64_t w = run * words_per_run; w < (run + 1) * words_per_run; ++w) {
+      const int64_t base = w * kBitsPerWord;
+      backward_word<true>(grad + base, p.positive[w], grad_x + base, lanes, kBitsPerWord, slope, scale);
+    }
+    acc_t sum = 0;
+    for (int k = 0; k < kBitsPerWord; ++k) sum += lanes[k];
+    run_sums[run] = sum;
+  }
+}
+
+// Words [lo, hi) of the backward pass, without sums.
+template <typename scalar_t>
+SGC_CPU_CLONES void backward_words(const BiasActParams p, const int64_t lo, const int64_t hi) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto* grad = static_cast<const scalar_t*>(p.in);
   auto* grad_x = static_cast<scalar_t*>(p.out);
   const acc_t slope = static_cast<acc_t>(p.negative_slope), scale = static_cast<acc_t>(p.scale);
   const int64_t numel = p.numel, full_words = numel / kBitsPerWord;
-  if (p.run_sums) {  // runs of whole words: one run of `inner` elements at a time, summed as it goes
-    auto* run_sums = static_cast<acc_t*>(p.run_sums);
-    const int64_t words_per_run = p.inner / kBitsPerWord;
-    const int64_t grain = std::max<int64_t>(1, kGrainWords / words_per_run);
-    at::parallel_for(0, numel / p.inner, grain, [&](int64_t lo, int64_t hi) {
-      const acc_t s = slope, g = scale;
-      for (int64_t run = lo; run < hi; ++run) {
-        acc_t lanes[kBitsPerWord] = {};
-        for (int64_t w = run * words_per_run; w < (run + 1) * words_per_run; ++w) {
-          const int64_t base = w * kBitsPerWord;
-          backward_word<true>(grad + base, p.positive[w], grad_x + base, lanes, kBitsPerWord, s, g);
-        }
-        acc_t sum = 0;
-        for (int k = 0; k < kBitsPerWord; ++k) sum += lanes[k];
-        run_sums[run] = sum;
-      }
-    });
-    return;
+  for (int64_t w = lo; w < hi; ++w) {
+    const int64_t base = w * kBitsPerWord;
+    if (w < full_words)  // a compile-time count: the loop vectorizes
+      backward_word<false, scalar_t, acc_t>(grad + base, p.positive[w], grad_x + base, nullptr, kBitsPerWord, slope,
+                                            scale);
+    else
+      backward_word<false, scalar_t, acc_t>(grad + base, p.positive[w], grad_x + base, nullptr, int(numel - base),
+                                            slope, scale);
   }
-  at::parallel_for(0, positive_words(numel), kGrainWords, [&](int64_t lo, int64_t hi) {
-    const acc_t s = slope, g = scale;
-    for (int64_t w = lo; w < hi; ++w) {
-      const int64_t base = w * kBitsPerWord;
-      const int len = w < full_words ? kBitsPerWord : int(numel - base);
-      if (len == kBitsPerWord)  // a compile-time count: the loop vectorizes
-        backward_word<false, scalar_t, acc_t>(grad + base, p.positive[w], grad_x + base, nullptr, kBitsPerWord, s, g);
-      else
-        backward_word<false, scalar_t, acc_t>(grad + base, p.positive[w], grad_x + base, nullptr, len, s, g);
-    }
-  });
+}
+
+template <typename scalar_t>
+void forward(const BiasActParams& p) {
+  const WordBias<at::opmath_type<scalar_t>, scalar_t> word_bias(static_cast<const scalar_t*>(p.bias), p.channels,
+                                                                p.inner);
+  at::parallel_for(0, positive_words(p.numel), kGrainWords,
+                   [&](int64_t lo, int64_t hi) { forward_words<scalar_t>(p, word_bias, lo, hi); });
+}
+
+template <typename scalar_t>
+void backward(const BiasActParams& p) {
+  if (p.run_sums) {  // runs of whole words: one run of `inner` elements at a time, summed as it goes
+    const int64_t grain = std::max<int64_t>(1, kGrainWords / (p.inner / kBitsPerWord));
+    at::parallel_for(0, p.numel / p.inner, grain,
+                     [&](int64_t lo, int64_t hi) { backward_runs<scalar_t>(p, lo, hi); });
+  } else {
+    at::parallel_for(0, positive_words(p.numel), kGrainWords,
+                     [&](int64_t lo, int64_t hi) { backward_words<scalar_t>(p, lo, hi); });
+  }
 }
 
 }  // namespace

@@ -28,7 +28,8 @@ int max_taps(int k, int up) { return (k + up - 1) / up; }
 
 // dst[k] = src[k * stride]; the common strides 1 and 2 spelled out so that they vectorize.
 template <typename acc_t, typename scalar_t>
-void gather_strided(acc_t* __restrict__ dst, const scalar_t* __restrict__ src, int64_t len, int64_t stride) {
+SGC_CPU_CLONES void gather_strided(acc_t* __restrict__ dst, const scalar_t* __restrict__ src, int64_t len,
+                                   int64_t stride) {
   if (stride == 1) {
     for (int64_t k = 0; k < len; ++k) dst[k] = static_cast<acc_t>(src[k]);
   } else if (stride == 2) {
@@ -40,7 +41,7 @@ void gather_strided(acc_t* __restrict__ dst, const scalar_t* __restrict__ src, i
 
 // dst[r + phases * m] = acc[r * class_stride + m]: the per-class accumulators interleaved back into an output row.
 template <typename scalar_t, typename acc_t>
-void interleave(scalar_t* __restrict__ dst, const acc_t* __restrict__ acc, int64_t out_w, int64_t phases,
+SGC_CPU_CLONES void interleave(scalar_t* __restrict__ dst, const acc_t* __restrict__ acc, int64_t out_w, int64_t phases,
                 int64_t class_stride) {
   if (phases == 1) {
     for (int64_t m = 0; m < out_w; ++m) dst[m] = static_cast<scalar_t>(acc[m]);
@@ -70,7 +71,7 @@ constexpr int kMaxFusedTaps = 16;
 
 // out[j] (+)= sum of weight * row[j] over N taps, in one pass: every output is loaded and stored once.
 template <typename acc_t, int N, bool ACCUMULATE>
-void sum_taps(acc_t* __restrict__ out, const RowTap<acc_t>* taps, int64_t len) {
+C10_ALWAYS_INLINE void sum_taps(acc_t* __restrict__ out, const RowTap<acc_t>* taps, int64_t len) {
   acc_t w[N];
   const acc_t* __restrict__ in[N];
   for (int t = 0; t < N; ++t) w[t] = taps[t].weight, in[t] = taps[t].row;
@@ -84,7 +85,7 @@ void sum_taps(acc_t* __restrict__ out, const RowTap<acc_t>* taps, int64_t len) {
 
 // sum_taps with N = count (1 to kMaxFusedTaps) chosen at run time.
 template <typename acc_t, bool ACCUMULATE, int N = 1>
-void sum_taps_of(acc_t* out, const RowTap<acc_t>* taps, int count, int64_t len) {
+C10_ALWAYS_INLINE void sum_taps_of(acc_t* out, const RowTap<acc_t>* taps, int count, int64_t len) {
   if constexpr (N < kMaxFusedTaps) {
     if (count != N) return sum_taps_of<acc_t, ACCUMULATE, N + 1>(out, taps, count, len);
   }
@@ -93,7 +94,7 @@ void sum_taps_of(acc_t* out, const RowTap<acc_t>* taps, int count, int64_t len) 
 
 // out[j] = sum of weight * row[j] over all `count` taps, kMaxFusedTaps at a time.
 template <typename acc_t>
-void sum_all_taps(acc_t* out, const RowTap<acc_t>* taps, int count, int64_t len) {
+SGC_CPU_CLONES void sum_all_taps(acc_t* out, const RowTap<acc_t>* taps, int count, int64_t len) {
   if (count == 0) std::fill(out, out + len, acc_t(0));
   for (int first = 0; first < count; first += kMaxFusedTaps) {
     const int n = std::min(kMaxFusedTaps, count - first);
@@ -198,41 +199,47 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
 }
 
 // channels_last: every tap is one unit-stride multiply-add over the channels of a pixel.
+// Output rows [begin, end) (a row being (n, oy)); parameters by value, so that the loops see locals.
 template <typename scalar_t>
-void upfirdn2d_channels_last(const Upfirdn2dParams& p) {
+SGC_CPU_CLONES void channels_last_rows(const Upfirdn2dParams p, const at::opmath_type<scalar_t>* weights,
+                                       const int64_t begin, const int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(p.x);
   auto* out = static_cast<scalar_t*>(p.out);
-  const std::vector<acc_t> weights = window_weights<acc_t>(p);
   const int kw = p.kernel_w;
   const int64_t C = p.channels, H = p.in_h, W = p.in_w, out_h = p.out_h, out_w = p.out_w;
-  const int64_t row_work = out_w * C * p.kernel_h * kw / (p.up_x * p.up_y);
-  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, row_work));
-
-  at::parallel_for(0, p.batch * out_h, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(C), pixel(kStagedInRuns<scalar_t> ? C : 0);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / out_h, oy = row % out_h;
-      const AxisTaps ty = axis_taps(oy, p.up_y, p.down_y, p.pad_y0, p.kernel_h);
-      for (int64_t ox = 0; ox < out_w; ++ox) {
-        const AxisTaps tx = axis_taps(ox, p.up_x, p.down_x, p.pad_x0, kw);
-        acc_t* __restrict__ a = acc.data();
-        std::fill(a, a + C, acc_t(0));
-        for (int t = 0; t < ty.count; ++t) {
-          const int64_t iy = ty.first + t;
-          if (iy < 0 || iy >= H) continue;
-          const acc_t* wrow = weights.data() + (ty.offset + t * p.up_y) * kw;
-          for (int s = 0; s < tx.count; ++s) {
-            const int64_t ix = tx.first + s;
-            if (ix < 0 || ix >= W) continue;
-            const acc_t w = wrow[tx.offset + s * p.up_x];
-            const run_t<scalar_t>* __restrict__ in = readable_run(x + ((n * H + iy) * W + ix) * C, pixel.data(), C);
-            for (int64_t c = 0; c < C; ++c) a[c] += w * static_cast<acc_t>(in[c]);
-          }
+  std::vector<acc_t> acc(C), pixel(kStagedInRuns<scalar_t> ? C : 0);
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t n = row / out_h, oy = row % out_h;
+    const AxisTaps ty = axis_taps(oy, p.up_y, p.down_y, p.pad_y0, p.kernel_h);
+    for (int64_t ox = 0; ox < out_w; ++ox) {
+      const AxisTaps tx = axis_taps(ox, p.up_x, p.down_x, p.pad_x0, kw);
+      acc_t* __restrict__ a = acc.data();
+      std::fill(a, a + C, acc_t(0));
+      for (int t = 0; t < ty.count; ++t) {
+        const int64_t iy = ty.first + t;
+        if (iy < 0 || iy >= H) continue;
+        const acc_t* wrow = weights + (ty.offset + t * p.up_y) * kw;
+        for (int s = 0; s < tx.count; ++s) {
+          const int64_t ix = tx.first + s;
+          if (ix < 0 || ix >= W) continue;
+          const acc_t w = wrow[tx.offset + s * p.up_x];
+          const run_t<scalar_t>* __restrict__ in = readable_run(x + ((n * H + iy) * W + ix) * C, pixel.data(), C);
+          for (int64_t c = 0; c < C; ++c) a[c] += w * static_cast<acc_t>(in[c]);
         }
-        convert_run(a, out + (row * out_w + ox) * C, C);
       }
+      convert_run(a, out + (row * out_w + ox) * C, C);
     }
+  }
+}
+
+template <typename scalar_t>
+void upfirdn2d_channels_last(const Upfirdn2dParams& p) {
+  const auto weights = window_weights<at::opmath_type<scalar_t>>(p);
+  const int64_t row_work = p.out_w * p.channels * p.kernel_h * p.kernel_w / (p.up_x * p.up_y);
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, row_work));
+  at::parallel_for(0, p.batch * p.out_h, grain, [&](int64_t begin, int64_t end) {
+    channels_last_rows<scalar_t>(p, weights.data(), begin, end);
   });
 }
 

@@ -18,8 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="generate.py",
         description="Write OUT/sample.png (n_row x n_col truncated samples) and style-mixing grids from a checkpoint "
-                    "of train.py (DIR/checkpoint/NNNNNN.pt, or DIR for its latest) or of the seed (train_step-N.model, NNNNNN.model). "
-                    "The resolution is read from the checkpoint.",
+                    "of train.py (DIR/checkpoint/NNNNNN.pt, or DIR for its latest) or of the seed "
+                    "(train_step-N.model, NNNNNN.model). The resolution is read from the checkpoint.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG grids (created)")
