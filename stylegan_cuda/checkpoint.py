@@ -349,9 +349,23 @@ def save(path, **models: nn.Module | None) -> None:
         if kind not in _KINDS:
             raise TypeError(f"{name} must be a StyledGenerator or a Discriminator, got {kind}")
         entries[name] = {"kind": kind, "config": dict(model.config), "state_dict": model.state_dict()}
-    tmp = f"{os.fspath(path)}.tmp"
-    torch.save({"format": FORMAT, "version": VERSION, "models": entries}, tmp)
-    os.replace(tmp, path)
+    atomic_save({"format": FORMAT, "version": VERSION, "models": entries}, path)
+
+
+def atomic_save(obj, path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over ``path``: a reader finds
+    the old file or the new one, never half of one, and a failed write leaves no temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _check_state(model: nn.Module, state: dict) -> None:

@@ -24,8 +24,12 @@ def main(argv: list[str] | None = None) -> int:
         models = checkpoint.load_rosinality(args.input, impl="reference")
     except checkpoint.CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
-    checkpoint.save(args.output, **models)
+        return 2
+    try:
+        checkpoint.save(args.output, **models)
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as a RuntimeError
+        print(f"error: cannot write {args.output}: {error}", file=sys.stderr)
+        return 2
     for name, model in models.items():
         print(f"{name}: {'absent' if model is None else model.config}")
     print(f"wrote {args.output}")

@@ -17,6 +17,7 @@ import torch
 import seed_reference as seed
 from stylegan_cuda import checkpoint
 from stylegan_cuda.checkpoint import CheckpointError, load_rosinality
+from stylegan_cuda.convert import main as convert_main
 from stylegan_cuda.models import MAX_STEP, RESOLUTIONS, Discriminator, StyledGenerator
 from stylegan_cuda.train.step import make_optimizers
 from test_models import BATCH, CODE_DIM, TINY, assert_close_scaled, randomize
@@ -195,6 +196,13 @@ def test_convert_command_and_own_format(tmp_path):
         assert_generators_agree(loaded["generator"], generator, steps=(2,))
         assert_generators_agree(loaded["g_running"], g_running, steps=(2,))
         assert_discriminators_agree(loaded["discriminator"], discriminator, steps=(2,))
+    # Bad input: clear errors, exit status 2, nothing written.
+    (tmp_path / "a_folder").mkdir()
+    for output in (tmp_path / "a_folder", tmp_path / "missing" / "x.pt"):
+        assert convert_main([str(source), str(output)]) == 2
+    assert convert_main([str(target), str(tmp_path / "again.pt")]) == 2  # ours, not the seed's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder", "converted.pt", "train_step-2.model"]
+    assert not any((tmp_path / "a_folder").iterdir())
     # A model of this project round-trips through save / load.
     path = tmp_path / "own.pt"
     checkpoint.save(path, discriminator=loaded["discriminator"])

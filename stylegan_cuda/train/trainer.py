@@ -262,20 +262,6 @@ def _model_entry(model) -> dict:
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _rng_state(device: torch.device) -> dict:
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -450,7 +436,7 @@ class Trainer:
                                "discriminator": _model_entry(self.discriminator),
                                "g_running": _model_entry(self.g_running)},
                     "training": training}
-            atomic_torch_save(data, path)
+            ckpt.atomic_save(data, path)
         distributed.barrier(self.info)
         return path
 
