@@ -224,6 +224,18 @@ def test_bad_arguments():
         generator(torch.randn(1, CODE_DIM), step=9)
     with pytest.raises(ValueError, match="noise maps"):
         generator(torch.randn(1, CODE_DIM), noise=[torch.randn(1, 1, 4, 4)], step=1)
+    latent = rf"latent 0 must be a floating-point tensor \[N, {CODE_DIM}\]"
+    for bad in (torch.randn(2, CODE_DIM + 1), torch.randn(CODE_DIM), torch.ones(2, CODE_DIM, dtype=torch.long)):
+        with pytest.raises(ValueError, match=latent):
+            generator(bad, step=1)
+    with pytest.raises(ValueError, match=latent):
+        generator.mean_style(torch.randn(4, CODE_DIM + 1))
+    with pytest.raises(ValueError, match="non-empty list"):
+        generator([], step=1)
+    with pytest.raises(ValueError, match="latent 0 has 2, latent 1 has 3"):
+        generator([torch.randn(2, CODE_DIM), torch.randn(3, CODE_DIM)], step=1, mixing_range=(0, 1))
+    with pytest.raises(ValueError, match=rf"mean_style must have shape \[1, {CODE_DIM}\]"):
+        generator(torch.randn(2, CODE_DIM), step=1, mean_style=torch.randn(CODE_DIM + 1), style_weight=0.7)
     with pytest.raises(ValueError, match=r"\[N, 3, 8, 8\]"):
         discriminator(torch.randn(1, 3, 16, 16), step=1)
     with pytest.raises(ValueError, match="channel_base"):

@@ -162,14 +162,32 @@ class StyledGenerator(nn.Module):
         :func:`_styles_per_block`).
         """
         latents = list(input) if isinstance(input, (list, tuple)) else [input]
+        self._check_latents(latents)
         styles = [self.mapping(z) for z in latents]
         if noise is None:
             noise = self.make_noise(latents[0].shape[0], step, latents[0].device)
         if mean_style is not None:
+            code_dim = self.config["code_dim"]
+            if mean_style.dim() > 2 or mean_style.shape[-1] != code_dim:
+                raise ValueError(f"mean_style must have shape [1, {code_dim}] (from mean_style()), got "
+                                 f"{list(mean_style.shape)}")
             styles = [mean_style + style_weight * (w - mean_style) for w in styles]
         return self.synthesis(styles, noise, step, alpha, mixing_range)
 
     def mean_style(self, input: torch.Tensor) -> torch.Tensor:
         """The mean style ``[1, code_dim]`` of the latents ``input``, for truncation."""
+        self._check_latents([input])
         return self.mapping(input).mean(0, keepdim=True)
+
+    def _check_latents(self, latents: list) -> None:
+        code_dim = self.config["code_dim"]
+        if not latents:
+            raise ValueError(f"input must be a latent tensor [N, {code_dim}] or a non-empty list of them")
+        for i, z in enumerate(latents):
+            if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != code_dim or not z.is_floating_point():
+                got = f"{z.dtype} {list(z.shape)}" if isinstance(z, torch.Tensor) else type(z).__name__
+                raise ValueError(f"latent {i} must be a floating-point tensor [N, {code_dim}], got {got}")
+            if z.shape[0] != latents[0].shape[0]:
+                raise ValueError(f"the latents must share one batch size: latent 0 has {latents[0].shape[0]}, "
+                                 f"latent {i} has {z.shape[0]}")
 
