@@ -136,6 +136,18 @@ def test_mixed_precision_on_cpu(lmdb_path, tmp_path, amp):
     assert all(torch.isfinite(torch.tensor(list(v.values()))).all() for v in losses.values())
 
 
+def test_channels_last_trains_the_same(lmdb_path, tmp_path):
+    _, plain = run_trainer(args_for(lmdb_path, tmp_path / "plain", iterations=2))
+    trainer, nhwc = run_trainer(args_for(lmdb_path, tmp_path / "nhwc", "--channels_last", iterations=2))
+    weight = trainer.generator.synthesis.blocks[1].conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    for it in plain:
+        for name in plain[it]:
+            assert nhwc[it][name] == pytest.approx(plain[it][name], rel=1e-4, abs=1e-5), (it, name)
+    saved = torch.load(tmp_path / "nhwc" / "checkpoint" / "000002.pt", weights_only=True)
+    assert all(v.is_contiguous() for v in saved["models"]["generator"]["state_dict"].values())
+
+
 def test_resume_continues_exactly(lmdb_path, tmp_path):
     full, full_losses = run_trainer(args_for(lmdb_path, tmp_path / "a"))
     # Resume from iteration 4 (8 px): the next iterations step up to 16 px at the same point, same losses.

@@ -91,6 +91,7 @@ class TrainConfig:
     # Not taken from a checkpoint: where and how this process runs.
     impl: str = "auto"
     device: str = "auto"
+    channels_last: bool = False
     num_workers: int | None = None
     resume: str | None = None
 
@@ -259,7 +260,7 @@ def read_resume(path, impl: str = "auto") -> ResumeSource:
 
 def _model_entry(model) -> dict:
     return {"kind": type(model).__name__, "config": dict(model.config),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -328,8 +329,9 @@ class Trainer:
         self.last_alpha = None  # alpha of the last iteration run
         if resume is not None:
             self._load_weights(resume)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         for model in (self.generator, self.discriminator, self.g_running):
-            model.to(self.device)
+            model.to(self.device, memory_format=self.memory_format)
         self.g_running.train(False).requires_grad_(False)
         self.g_optimizer, self.d_optimizer = make_optimizers(self.generator, self.discriminator, self.schedule.lr)
         self.g_scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
@@ -466,7 +468,7 @@ class Trainer:
             self._start_resolution()
         real = next(self._loader_iter)
         self.data_position += real.shape[0]
-        return real.to(self.device, non_blocking=True)
+        return real.to(self.device, non_blocking=True, memory_format=self.memory_format)
 
     # -------------------------------------------------------------------------------------------------- steps
 
@@ -558,7 +560,7 @@ class Trainer:
             self.log(f"already at iteration {self.iteration} >= --iterations {config.iterations}: nothing to do")
             return None
         self.log(f"training {config.init_size} -> {config.max_size} px on {self.device} x{self.info.world_size} "
-                 f"({config.loss}, amp {config.amp}, impl {config.impl}); starting at iteration {self.iteration}, "
+                 f"({config.loss}, amp {config.amp}{', channels_last' if config.channels_last else ''}, impl {config.impl}); starting at iteration {self.iteration}, "
                  f"{self.progress.resolution} px, {self.progress.used_sample} images into it")
         last_path, saved_at = None, -1
         timer, images_since = time.perf_counter(), 0
@@ -642,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ops: compiled kernels, the pure-PyTorch reference, or auto (default)")
     g.add_argument("--amp", choices=AMP_MODES, help="mixed precision of the forward passes "
                    "(fp16 with loss scaling; default off)")
+    g.add_argument("--channels_last", action="store_true",
+                   help="weights and images in channels_last memory format (NHWC): the same math, faster convolutions "
+                        "on recent GPUs, with --amp above all")
     g.add_argument("--num_workers", type=int, help="data loader processes (default 0 on the CPU, 4 on a GPU)")
     g.add_argument("--seed", type=int, help=f"random seed (default {d['seed']})")
     g.add_argument("--sample_every", type=int, help=f"sample grid every N iterations (default {d['sample_every']})")
