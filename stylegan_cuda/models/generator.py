@@ -190,4 +190,3 @@ class StyledGenerator(nn.Module):
             if z.shape[0] != latents[0].shape[0]:
                 raise ValueError(f"the latents must share one batch size: latent 0 has {latents[0].shape[0]}, "
                                  f"latent {i} has {z.shape[0]}")
-
