@@ -168,8 +168,9 @@ def test_ahead_of_time_build_agrees_with_the_reference(tmp_path):
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     (lib,) = (tmp_path / "build").glob("lib*")
-    # Run from tmp_path so that nothing but the built package is importable as stylegan_cuda.
-    env = {**os.environ, "PYTHONPATH": str(lib)}
+    # Run from tmp_path so that nothing but the built package is importable as stylegan_cuda; no GPU in sight (the
+    # package holds CPU kernels only).
+    env = {**os.environ, "PYTHONPATH": str(lib), "CUDA_VISIBLE_DEVICES": ""}
     loaded = subprocess.run([sys.executable, "-c", "import stylegan_cuda.ops as ops; print(ops.load_extension().how, "
                              "ops.__file__)"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert loaded.stdout.split() == ["ahead-of-time", str(lib / "stylegan_cuda" / "ops" / "__init__.py")], \
