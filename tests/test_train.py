@@ -6,7 +6,9 @@ Tiny networks (16 channels, 16-dim codes) on a tiny LMDB of the demo images at 8
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -169,6 +171,54 @@ def test_resume_continues_exactly(lmdb_path, tmp_path):
     for name in ("generator", "discriminator", "g_running"):
         a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_stop_signal_ends_the_run_with_a_checkpoint_that_resumes_exactly(lmdb_path, tmp_path, capsys):
+    _, full_losses = run_trainer(args_for(lmdb_path, tmp_path / "full"))
+    config, _ = make_config(args_for(lmdb_path, tmp_path / "stopped"))
+    stopped = Trainer(config, log=print)
+    stopped.on_iteration = lambda it, values: it == 3 and os.kill(os.getpid(), signal.SIGINT)
+    handler = signal.getsignal(signal.SIGINT)
+    stopped.run()  # the signal arrives in iteration 3: the run ends after it, with its checkpoint
+    assert stopped.stopped_by == signal.SIGINT and stopped.iteration == 3
+    assert "stopped by SIGINT" in capsys.readouterr().out
+    assert (tmp_path / "stopped" / "checkpoint" / "000003.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    _, resumed_losses = run_trainer(["--resume", str(tmp_path / "stopped")])
+    assert sorted(resumed_losses) == [4, 5, 6, 7, 8]
+    assert all(resumed_losses[it] == full_losses[it] for it in resumed_losses)
+
+
+def test_a_second_stop_signal_interrupts_at_once(lmdb_path, tmp_path):
+    config, _ = make_config(args_for(lmdb_path, tmp_path))
+    trainer = Trainer(config, log=lambda *a, **k: None)
+    trainer.on_iteration = lambda it, values: it == 2 and [os.kill(os.getpid(), signal.SIGTERM) for _ in range(2)]
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_sigterm_to_the_command_saves_and_exits_143(lmdb_path, tmp_path):
+    """A scheduler's preemption: the command (with data loader workers, which leave the signal to it) writes a
+    checkpoint at the iteration it stops at and exits with 128 + SIGTERM."""
+    out = tmp_path / "run"
+    command = [sys.executable, str(REPO / "train.py"), *args_for(lmdb_path, out, "--num_workers", "2",
+                                                                 iterations=100000), "--save_every", "100000"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:  # wait until it trains
+        lines.append(line)
+        if line.startswith("[000004]"):
+            process.send_signal(signal.SIGTERM)
+            break
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-2000:]
+    stopped_at = int(re.search(r"\[(\d+)\] stopped by SIGTERM", output).group(1))
+    assert stopped_at >= 4 and (out / "checkpoint" / f"{stopped_at:06d}.pt").exists()
+    assert not [p for p in (out / "checkpoint").iterdir() if p.name.startswith(".")]
 
 
 def test_checkpoint_write_is_atomic(lmdb_path, tmp_path, monkeypatch):

@@ -132,6 +132,15 @@ def mean_over_ranks(values: dict, info: DistInfo) -> dict:
     return dict(zip(keys, stacked.unbind(0)))
 
 
+def max_over_ranks(value: int, info: DistInfo, device: torch.device) -> int:
+    """The largest of the ranks' ``value`` (one all-reduce of one number)."""
+    if not info.enabled or info.world_size == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
 def gather_objects(obj, info: DistInfo) -> list:
     """Every rank's ``obj``, in rank order (on every rank)."""
     if not info.enabled or info.world_size == 1:

@@ -7,6 +7,7 @@
 - ``--out DIR`` is created with ``DIR/checkpoint`` and ``DIR/sample``; checkpoints are written atomically, and a run
   refuses to start where it would write over checkpoints past its first iteration (another run's, or the later ones
   of the run it resumes from an earlier checkpoint).
+- SIGINT / SIGTERM end the run after the current iteration, with a checkpoint (:class:`StopRequest`).
 - ``--lr`` is the learning rate when ``--sched`` is off (the seed overwrote it).
 - Samples use fixed latents and noise, so successive sample grids show the same images evolving.
 - Mixed precision (``--amp bf16|fp16``), several processes with ``torchrun`` (gradients averaged by all-reduce, the
@@ -22,7 +23,9 @@ import math
 import os
 import random
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -289,6 +292,38 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------------------- trainer
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """While entered (in the main thread): SIGINT or SIGTERM (Ctrl-C, a scheduler's preemption) asks the run to stop
+    after the current iteration, with a checkpoint; a second one stops at once (``KeyboardInterrupt``)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._saved = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._saved = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data loader workers leave SIGINT / SIGTERM to the main process, which stops at the end of an iteration."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class Trainer:
     """Builds the models, optimizers and data of a run (fresh or resumed) and trains it."""
 
@@ -327,6 +362,7 @@ class Trainer:
         self.iteration = 0
         self.data_position = 0
         self.last_alpha = None  # alpha of the last iteration run
+        self.stopped_by = None  # the signal that stopped run(), if one did
         if resume is not None:
             self._load_weights(resume)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -456,7 +492,8 @@ class Trainer:
         if workers is None:
             workers = 0 if self.device.type == "cpu" else min(4, os.cpu_count() or 1)
         loader = DataLoader(_FlippableImages(self.dataset), batch_sampler=batches, num_workers=workers,
-                            pin_memory=self.device.type == "cuda", generator=torch.Generator())
+                            pin_memory=self.device.type == "cuda", generator=torch.Generator(),
+                            worker_init_fn=_ignore_stop_signals)
         self._loader_iter, self._loader_resolution = iter(loader), resolution
         lr = self.schedule.lr_at(resolution)
         for optimizer in (self.g_optimizer, self.d_optimizer):
@@ -559,13 +596,29 @@ class Trainer:
         if self.iteration >= config.iterations:
             self.log(f"already at iteration {self.iteration} >= --iterations {config.iterations}: nothing to do")
             return None
+        layout = ", channels_last" if config.channels_last else ""
         self.log(f"training {config.init_size} -> {config.max_size} px on {self.device} x{self.info.world_size} "
-                 f"({config.loss}, amp {config.amp}{', channels_last' if config.channels_last else ''}, impl {config.impl}); starting at iteration {self.iteration}, "
-                 f"{self.progress.resolution} px, {self.progress.used_sample} images into it")
+                 f"({config.loss}, amp {config.amp}{layout}, impl {config.impl}); starting at iteration "
+                 f"{self.iteration}, {self.progress.resolution} px, {self.progress.used_sample} images into it")
+        with StopRequest() as stop:
+            last_path = self._loop(stop)
+        if self.stopped_by is not None:
+            self.log(f"[{self.iteration:06d}] stopped by {signal.Signals(self.stopped_by).name}: checkpoint "
+                     f"{last_path}; --resume {self.out} continues")
+        else:
+            self.log(f"done: {self.iteration} iterations, checkpoint {last_path}")
+        return last_path
+
+    def _loop(self, stop: StopRequest) -> Path:
+        """The iterations, until ``config.iterations`` or a stop signal (on any rank); returns the last checkpoint."""
+        config = self.config
         last_path, saved_at = None, -1
         timer, images_since = time.perf_counter(), 0
         started = timer
         while self.iteration < config.iterations:
+            self.stopped_by = distributed.max_over_ranks(stop.signum or 0, self.info, self.device) or None
+            if self.stopped_by is not None:
+                break
             losses = self.train_iteration()
             images_since += self.schedule.batch_at(self.progress.resolution)
             it = self.iteration
@@ -589,7 +642,6 @@ class Trainer:
                     self.log(f"[{it:06d}] finished {self.progress.resolution} px: {last_path}")
         if saved_at != self.iteration:
             last_path = self.save_checkpoint()
-        self.log(f"done: {self.iteration} iterations, checkpoint {last_path}")
         return last_path
 
 
@@ -695,11 +747,13 @@ def main(argv=None) -> int:
                   "with a fade-in and fresh optimizers", file=sys.stderr)
         trainer = Trainer(config, resume, info, device)
         trainer.run()
+        if trainer.stopped_by is not None:
+            return 128 + trainer.stopped_by  # as if killed by it: a job scheduler sees an unfinished run
     except (TrainError, ckpt.CheckpointError, distributed.DeviceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint written is the one to --resume from", file=sys.stderr)
+        print("interrupted at once; the last checkpoint written is the one to --resume from", file=sys.stderr)
         return 130
     finally:
         distributed.shutdown(info)
