@@ -41,8 +41,8 @@ SGC_CPU_CLONES void gather_strided(acc_t* __restrict__ dst, const scalar_t* __re
 
 // dst[r + phases * m] = acc[r * class_stride + m]: the per-class accumulators interleaved back into an output row.
 template <typename scalar_t, typename acc_t>
-SGC_CPU_CLONES void interleave(scalar_t* __restrict__ dst, const acc_t* __restrict__ acc, int64_t out_w, int64_t phases,
-                int64_t class_stride) {
+SGC_CPU_CLONES void interleave(scalar_t* __restrict__ dst, const acc_t* __restrict__ acc, int64_t out_w,
+                               int64_t phases, int64_t class_stride) {
   if (phases == 1) {
     for (int64_t m = 0; m < out_w; ++m) dst[m] = static_cast<scalar_t>(acc[m]);
     return;
