@@ -221,6 +221,21 @@ def test_sigterm_to_the_command_saves_and_exits_143(lmdb_path, tmp_path):
     assert not [p for p in (out / "checkpoint").iterdir() if p.name.startswith(".")]
 
 
+def test_divergence_stops_the_run_before_a_checkpoint_holds_it(lmdb_path, tmp_path, capsys):
+    def diverge(it, values):
+        if it == 5:
+            with torch.no_grad():
+                trainer.discriminator.from_rgb[1].weight[0, 0, 0, 0] = float("nan")
+
+    config, _ = make_config(args_for(lmdb_path, tmp_path))
+    trainer = Trainer(config, log=lambda *a, **k: None)
+    trainer.on_iteration = diverge
+    with pytest.raises(TrainError, match=r"diverged by iteration 5: the discriminator has NaN or infinite weights; "
+                                         r"the last checkpoint written is .*000004.pt"):
+        trainer.run()
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["000004.pt"]
+
+
 def test_checkpoint_write_is_atomic(lmdb_path, tmp_path, monkeypatch):
     trainer, _ = run_trainer(args_for(lmdb_path, tmp_path, iterations=1))
     path = tmp_path / "checkpoint" / "000001.pt"

@@ -7,7 +7,8 @@
 - ``--out DIR`` is created with ``DIR/checkpoint`` and ``DIR/sample``; checkpoints are written atomically, and a run
   refuses to start where it would write over checkpoints past its first iteration (another run's, or the later ones
   of the run it resumes from an earlier checkpoint).
-- SIGINT / SIGTERM end the run after the current iteration, with a checkpoint (:class:`StopRequest`).
+- SIGINT / SIGTERM end the run after the current iteration, with a checkpoint (:class:`StopRequest`); diverged
+  (non-finite) weights end it with an error, and are never written to a checkpoint (:meth:`Trainer.check_finite`).
 - ``--lr`` is the learning rate when ``--sched`` is off (the seed overwrote it).
 - Samples use fixed latents and noise, so successive sample grids show the same images evolving.
 - Mixed precision (``--amp bf16|fp16``), several processes with ``torchrun`` (gradients averaged by all-reduce, the
@@ -363,6 +364,7 @@ class Trainer:
         self.data_position = 0
         self.last_alpha = None  # alpha of the last iteration run
         self.stopped_by = None  # the signal that stopped run(), if one did
+        self.last_checkpoint: Path | None = None  # written by this process's run
         if resume is not None:
             self._load_weights(resume)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -463,8 +465,19 @@ class Trainer:
             "args": self.config.resumable(),
         }
 
+    def check_finite(self) -> None:
+        """Raise :class:`TrainError` if training has diverged: a weight of either network is NaN or infinite."""
+        for name, model in (("generator", self.generator), ("discriminator", self.discriminator)):
+            if not bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()):
+                last = (f"the last checkpoint written is {self.last_checkpoint}" if self.last_checkpoint
+                        else "this run wrote no checkpoint")
+                raise TrainError(f"training diverged by iteration {self.iteration}: the {name} has NaN or infinite "
+                                 f"weights; {last} (resume from it with a lower --lr, for instance)")
+
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoint/NNNNNN.pt`` (rank 0; every rank must call it). Readable by ``checkpoint.load`` too."""
+        """Write ``checkpoint/NNNNNN.pt`` (rank 0; every rank must call it). Readable by ``checkpoint.load`` too.
+        Never with diverged weights (:meth:`check_finite` raises first)."""
+        self.check_finite()
         distributed.check_in_sync({"generator": self.generator, "discriminator": self.discriminator}, self.info)
         training = self.training_state()
         path = self.checkpoint_dir / f"{self.iteration:06d}.pt"
@@ -476,6 +489,7 @@ class Trainer:
                     "training": training}
             ckpt.atomic_save(data, path)
         distributed.barrier(self.info)
+        self.last_checkpoint = path
         return path
 
     # -------------------------------------------------------------------------------------------------- data
@@ -625,6 +639,7 @@ class Trainer:
             if self.on_iteration is not None:
                 self.on_iteration(it, {k: float(v) for k, v in losses.items()})
             if it % config.log_every == 0 or it == config.iterations:
+                self.check_finite()
                 mean = distributed.mean_over_ranks({k: v for k, v in losses.items() if k != "alpha"}, self.info)
                 now = time.perf_counter()
                 rate = images_since / max(now - timer, 1e-9)
