@@ -14,6 +14,7 @@ from stylegan_cuda import checkpoint as ckpt
 from stylegan_cuda.data import prepare_database
 from stylegan_cuda.data.demo import write_demo_images
 from stylegan_cuda.generate import GenerateError, Sampler, load_generator, make_grid, parse_mixing_ranges
+from stylegan_cuda.generate import cli
 from stylegan_cuda.generate.cli import main
 from stylegan_cuda.models import StyledGenerator
 from stylegan_cuda.train.trainer import Trainer, make_config
@@ -127,6 +128,15 @@ def test_the_seed_files(tmp_path):
     torch.testing.assert_close(sampler.images(latents), expected, atol=1e-4, rtol=1e-4)
     assert main([str(tmp_path / "010000.model"), "--out", str(tmp_path / "out"), "--size", "8", "--n_mixing", "1",
                  "--n_mean", "64", "--device", "cpu"]) == 0
+
+
+def test_a_failed_write_is_a_clear_error(train_checkpoint, tmp_path, monkeypatch, capsys):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "save_grid", disk_full)
+    assert main([str(train_checkpoint), "--out", str(tmp_path), "--n_mean", "64", "--device", "cpu"]) == 2
+    assert "cannot write " + str(tmp_path / "sample.png") + ": [Errno 28] No space left" in capsys.readouterr().err
 
 
 def test_bad_inputs(train_checkpoint, tmp_path, capsys):

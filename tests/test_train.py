@@ -246,8 +246,14 @@ def test_checkpoint_write_is_atomic(lmdb_path, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TrainError, match=r"cannot write the checkpoint .*000001.pt: disk full"):
         trainer.save_checkpoint()
+    def broken_grid(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer_module, "save_grid", broken_grid)
+    with pytest.raises(TrainError, match=r"cannot write the sample grid .*000001.png: disk full"):
+        trainer.write_sample(1.0)
     assert path.read_bytes() == before  # the old file is intact, no temporary file is left
     assert sorted(p.name for p in path.parent.iterdir()) == ["000001.pt"]
 

@@ -75,14 +75,21 @@ def generate(args) -> list[Path]:
     print(f"{args.checkpoint}: {loaded.description}")
     sampler = Sampler(loaded, truncation=args.truncation, seed=args.seed, noise=args.noise, batch=args.batch,
                       n_mean=args.n_mean, device=device)
-    written = [save_grid(sampler.sample(args.n_row * args.n_col), out / "sample.png", ncol=args.n_col)]
+    written = [_save(sampler.sample(args.n_row * args.n_col), out / "sample.png", ncol=args.n_col)]
     single = args.mixing_range is None or len(ranges) == 1
     for label, mixing_range in ranges:
         for j in range(args.n_mixing):
             name = f"sample_mixing_{j}.png" if single else f"sample_mixing_{label}_{j}.png"
             images = sampler.style_mixing(args.n_col, args.n_row, mixing_range)
-            written.append(save_grid(images, out / name, ncol=args.n_col + 1))
+            written.append(_save(images, out / name, ncol=args.n_col + 1))
     return written
+
+
+def _save(images: torch.Tensor, path: Path, ncol: int) -> Path:
+    try:
+        return save_grid(images, path, ncol=ncol)
+    except OSError as error:  # the disk is full, say
+        raise GenerateError(f"cannot write {path}: {error}") from None
 
 
 def main(argv=None) -> int:

@@ -487,7 +487,10 @@ class Trainer:
                                "discriminator": _model_entry(self.discriminator),
                                "g_running": _model_entry(self.g_running)},
                     "training": training}
-            ckpt.atomic_save(data, path)
+            try:
+                ckpt.atomic_save(data, path)
+            except OSError as error:  # the disk is full, say: the previous checkpoints are intact
+                raise TrainError(f"cannot write the checkpoint {path}: {error}") from None
         distributed.barrier(self.info)
         self.last_checkpoint = path
         return path
@@ -556,7 +559,11 @@ class Trainer:
         if not self.info.is_main:
             return None
         images, ncol = self.sample_images(self.progress.step, alpha)
-        return save_grid(images, self.sample_dir / f"{self.iteration:06d}.png", ncol)
+        path = self.sample_dir / f"{self.iteration:06d}.png"
+        try:
+            return save_grid(images, path, ncol)
+        except OSError as error:
+            raise TrainError(f"cannot write the sample grid {path}: {error}") from None
 
     # --------------------------------------------------------------------------------------------------- loop
 
