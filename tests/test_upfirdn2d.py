@@ -98,7 +98,7 @@ def _op_args(x, kernel, up, down, pad):
     up = (up, up) if isinstance(up, int) else up
     down = (down, down) if isinstance(down, int) else down
     kernel = torch.outer(kernel, kernel) if kernel.dim() == 1 else kernel
-    return (x, kernel, *up, *down, *pad)
+    return (x, kernel, up, down, pad)
 
 
 @pytest.mark.parametrize("sample", [s for s, _ in SMALL], ids=[i for _, i in SMALL])
@@ -227,16 +227,19 @@ def test_kernel_checks_its_arguments():
     """The registered op validates on its own, for callers that reach it through torch.ops."""
     op = torch.ops.stylegan_cuda.upfirdn2d
     x = torch.ones(1, 1, 4, 4)
+    one, pad = (1, 1), (1, 1, 1, 1)
     with pytest.raises(RuntimeError, match="kernel must be float32"):
-        op(x, torch.ones(3, 3, dtype=torch.float64), 1, 1, 1, 1, 1, 1, 1, 1)
+        op(x, torch.ones(3, 3, dtype=torch.float64), one, one, pad)
     with pytest.raises(RuntimeError, match="between 1x1 and 16x16"):
-        op(x, torch.ones(1, 17), 1, 1, 1, 1, 1, 1, 1, 1)
+        op(x, torch.ones(1, 17), one, one, pad)
     with pytest.raises(RuntimeError, match="up must be >= 1"):
-        op(x, torch.ones(3, 3), 0, 1, 1, 1, 1, 1, 1, 1)
+        op(x, torch.ones(3, 3), (0, 1), one, pad)
     with pytest.raises(RuntimeError, match="empty output"):
-        op(x, torch.ones(3, 3), 1, 1, 1, 1, -3, 0, 0, 0)
+        op(x, torch.ones(3, 3), one, one, (-3, 0, 0, 0))
+    with pytest.raises(RuntimeError, match=r"pad must be \(x0, x1, y0, y1\)"):
+        op(x, torch.ones(3, 3), one, one, (1, 1))
     with pytest.raises(RuntimeError, match="x must have shape"):
-        op(torch.ones(4, 4), torch.ones(3, 3), 1, 1, 1, 1, 1, 1, 1, 1)
+        op(torch.ones(4, 4), torch.ones(3, 3), one, one, pad)
     with pytest.raises(RuntimeError, match="kernel must not require a gradient"):
         x = torch.ones(1, 1, 4, 4, requires_grad=True)
-        op(x, torch.ones(3, 3, requires_grad=True), 1, 1, 1, 1, 1, 1, 1, 1).sum().backward()
+        op(x, torch.ones(3, 3, requires_grad=True), one, one, pad).sum().backward()

@@ -93,7 +93,7 @@ def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0, 0, 0), impl: str | None = None
     if not use_extension(impl, x.device.type):
         return upfirdn2d_reference(x, kernel, up, down, pad)
     kernel, up, down, pad, _ = _check_args(x, kernel, up, down, pad)
-    return torch.ops.stylegan_cuda.upfirdn2d(x, kernel.to(torch.float32), *up, *down, *pad)
+    return torch.ops.stylegan_cuda.upfirdn2d(x, kernel.to(torch.float32), up, down, pad)
 
 
 _filters: dict[tuple, torch.Tensor] = {}
@@ -178,7 +178,8 @@ def _register() -> None:
     ops = torch.ops.stylegan_cuda
 
     @torch.library.register_fake("stylegan_cuda::upfirdn2d")
-    def _(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1, flip_kernel=False):
+    def _(x, kernel, up, down, pad, flip_kernel=False):
+        (up_x, up_y), (down_x, down_y), (pad_x0, pad_x1, pad_y0, pad_y1) = up, down, pad
         kh, kw = kernel.shape
         out_h = (x.shape[2] * up_y + pad_y0 + pad_y1 - kh) // down_y + 1
         out_w = (x.shape[3] * up_x + pad_x0 + pad_x1 - kw) // down_x + 1
@@ -187,7 +188,7 @@ def _register() -> None:
         return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
 
     def setup_context(ctx, inputs, output):
-        x, kernel, *ctx.args = inputs
+        x, kernel, ctx.up, ctx.down, ctx.pad, ctx.flip_kernel = inputs
         ctx.in_size = (x.shape[2], x.shape[3])
         ctx.save_for_backward(kernel)
 
@@ -195,12 +196,12 @@ def _register() -> None:
         if ctx.needs_input_grad[1]:
             raise RuntimeError("upfirdn2d: kernel must not require a gradient (the op differentiates x only)")
         (kernel,) = ctx.saved_tensors
-        up_x, up_y, down_x, down_y, pad_x0, _, pad_y0, _, flip_kernel = ctx.args
+        (up_x, up_y), (down_x, down_y), (pad_x0, _, pad_y0, _) = ctx.up, ctx.down, ctx.pad
         (in_h, in_w), (kh, kw) = ctx.in_size, kernel.shape
         pad_x = _backward_pad(in_w, grad.shape[3], up_x, down_x, pad_x0, kw)
         pad_y = _backward_pad(in_h, grad.shape[2], up_y, down_y, pad_y0, kh)
         # The adjoint: up and down swapped, the kernel flipped. It is this same op, so it differentiates again.
-        grad_x = ops.upfirdn2d(grad, kernel, down_x, down_y, up_x, up_y, *pad_x, *pad_y, not flip_kernel)
-        return (grad_x,) + (None,) * 10
+        grad_x = ops.upfirdn2d(grad, kernel, ctx.down, ctx.up, (*pad_x, *pad_y), not ctx.flip_kernel)
+        return grad_x, None, None, None, None, None
 
     torch.library.register_autograd("stylegan_cuda::upfirdn2d", backward, setup_context=setup_context)
