@@ -22,6 +22,9 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     enabled: bool = False
+    # For the small CPU-side exchanges (stop requests, errors, RNG states): a gloo group beside NCCL, so that they
+    # never wait for the GPU; None: the default group (gloo already).
+    control_group: object = None
 
     @property
     def is_main(self) -> bool:
@@ -68,7 +71,8 @@ def init(device: str = "auto") -> tuple[DistInfo, torch.device]:
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         kwargs = {"device_id": resolved} if resolved.type == "cuda" else {}
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
-    return DistInfo(rank, world_size, local_rank, True), resolved
+    control_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    return DistInfo(rank, world_size, local_rank, True, control_group), resolved
 
 
 def shutdown(info: DistInfo) -> None:
@@ -132,12 +136,12 @@ def mean_over_ranks(values: dict, info: DistInfo) -> dict:
     return dict(zip(keys, stacked.unbind(0)))
 
 
-def max_over_ranks(value: int, info: DistInfo, device: torch.device) -> int:
-    """The largest of the ranks' ``value`` (one all-reduce of one number)."""
+def max_over_ranks(value: int, info: DistInfo) -> int:
+    """The largest of the ranks' ``value`` (one all-reduce of one number, on the CPU)."""
     if not info.enabled or info.world_size == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=info.control_group)
     return int(tensor.item())
 
 
@@ -146,5 +150,5 @@ def gather_objects(obj, info: DistInfo) -> list:
     if not info.enabled or info.world_size == 1:
         return [obj]
     gathered = [None] * info.world_size
-    dist.all_gather_object(gathered, obj)
+    dist.all_gather_object(gathered, obj, group=info.control_group)
     return gathered

@@ -637,7 +637,7 @@ class Trainer:
         timer, images_since = time.perf_counter(), 0
         started = timer
         while self.iteration < config.iterations:
-            self.stopped_by = distributed.max_over_ranks(stop.signum or 0, self.info, self.device) or None
+            self.stopped_by = distributed.max_over_ranks(stop.signum or 0, self.info) or None
             if self.stopped_by is not None:
                 break
             losses = self.train_iteration()
