@@ -622,18 +622,18 @@ class Trainer:
                  f"({config.loss}, amp {config.amp}{layout}, impl {config.impl}); starting at iteration "
                  f"{self.iteration}, {self.progress.resolution} px, {self.progress.used_sample} images into it")
         with StopRequest() as stop:
-            last_path = self._loop(stop)
+            self._loop(stop)
         if self.stopped_by is not None:
             self.log(f"[{self.iteration:06d}] stopped by {signal.Signals(self.stopped_by).name}: checkpoint "
-                     f"{last_path}; --resume {self.out} continues")
+                     f"{self.last_checkpoint}; --resume {self.out} continues")
         else:
-            self.log(f"done: {self.iteration} iterations, checkpoint {last_path}")
-        return last_path
+            self.log(f"done: {self.iteration} iterations, checkpoint {self.last_checkpoint}")
+        return self.last_checkpoint
 
-    def _loop(self, stop: StopRequest) -> Path:
-        """The iterations, until ``config.iterations`` or a stop signal (on any rank); returns the last checkpoint."""
+    def _loop(self, stop: StopRequest) -> None:
+        """The iterations, until ``config.iterations`` or a stop signal (on any rank), ending with a checkpoint."""
         config = self.config
-        last_path, saved_at = None, -1
+        saved_at = -1
         timer, images_since = time.perf_counter(), 0
         started = timer
         while self.iteration < config.iterations:
@@ -659,12 +659,12 @@ class Trainer:
             will_step = self.progress.used_sample > 2 * self.schedule.phase and not self.progress.final \
                 and self.progress.step < self.schedule.max_step
             if it % config.save_every == 0 or it == config.iterations or will_step:
-                last_path, saved_at = self.save_checkpoint(), it
+                self.save_checkpoint()
+                saved_at = it
                 if will_step:
-                    self.log(f"[{it:06d}] finished {self.progress.resolution} px: {last_path}")
+                    self.log(f"[{it:06d}] finished {self.progress.resolution} px: {self.last_checkpoint}")
         if saved_at != self.iteration:
-            last_path = self.save_checkpoint()
-        return last_path
+            self.save_checkpoint()
 
 
 def _duration(seconds: float) -> str:
