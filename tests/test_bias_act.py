@@ -89,6 +89,22 @@ def test_gradcheck_and_gradgradcheck(sample, device):
     assert torch.autograd.gradgradcheck(fn, leaves)
 
 
+@pytest.mark.parametrize("penalized", ["grad_x", "grad_bias", "both"])
+@pytest.mark.parametrize("sample", [SAMPLES[4], SAMPLES[8]], ids=[IDS[4], IDS[8]])
+def test_second_order_through_either_gradient(sample, penalized, device):
+    """A penalty on the first gradients (of x, of the bias, or both), differentiated again, as the reference does."""
+    x, bias, slope, scale = make_inputs(sample, device, torch.float32, requires_grad=True)
+    grad_out = torch.randn_like(x, requires_grad=True)
+    results = []
+    for fn in (run_extension, fused_bias_leaky_relu_reference):
+        grad_x, grad_bias = torch.autograd.grad(fn(x, bias, slope, scale), (x, bias), grad_out, create_graph=True)
+        terms = {"grad_x": [grad_x], "grad_bias": [grad_bias], "both": [grad_x, grad_bias]}[penalized]
+        penalty = sum(t.square().sum() for t in terms)
+        results.append(torch.autograd.grad(penalty, (grad_out, x), allow_unused=True, materialize_grads=True))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 def test_opcheck(sample, device):
     torch.library.opcheck(torch.ops.stylegan_cuda.bias_act.default, make_inputs(sample, device, torch.float32, True))

@@ -1,6 +1,8 @@
-// Host code of bias_act: schema, argument checks, dispatch to the CPU or CUDA kernel.
+// Host code of bias_act: schema, argument checks, dispatch to the CPU or CUDA kernel, autograd.
 #include <ATen/OpMathType.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/DeviceGuard.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -114,6 +116,109 @@ std::tuple<at::Tensor, at::Tensor> bias_act_backward(const at::Tensor& grad, con
   return {grad_x, grad_bias};
 }
 
+// bias_act_backward through the dispatcher, as the autograd functions call it: below autograd in their forward, with
+// autograd in their backward, where a double backward records it again.
+std::tuple<at::Tensor, at::Tensor> call_bias_act_backward(const at::Tensor& grad, const at::Tensor& positive,
+                                                          c10::SymIntArrayRef y_strides, double negative_slope,
+                                                          double scale, bool bias_grad) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("stylegan_cuda::bias_act_backward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                       c10::SymIntArrayRef, double, double, bool)>();
+  return op.call(grad, positive, y_strides, negative_slope, scale, bias_grad);
+}
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What both backward passes read: the sign bits, the layout of y that they follow, and the activation.
+void save_activation(AutogradContext* ctx, const at::Tensor& positive, c10::SymIntArrayRef y_strides,
+                     double negative_slope, double scale) {
+  ctx->save_for_backward({positive});
+  ctx->saved_data["y_strides"] = y_strides;
+  ctx->saved_data["negative_slope"] = negative_slope;
+  ctx->saved_data["scale"] = scale;
+}
+
+// bias_act_backward with the sign bits and activation saved by save_activation: grad_x = grad * scale * (1 or
+// negative_slope, by the bits), and when `bias_grad` its sum over every dimension but 1.
+std::tuple<at::Tensor, at::Tensor> saved_bias_act_backward(AutogradContext* ctx, const at::Tensor& grad,
+                                                           bool bias_grad) {
+  return call_bias_act_backward(grad, ctx->get_saved_variables()[0], ctx->saved_data["y_strides"].toSymIntVector(),
+                                ctx->saved_data["negative_slope"].toDouble(), ctx->saved_data["scale"].toDouble(),
+                                bias_grad);
+}
+
+// bias_act's gradient: bias_act_backward.
+class BiasActFunction : public torch::autograd::Function<BiasActFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& bias,
+                               double negative_slope, double scale) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("stylegan_cuda::bias_act", "")
+                               .typed<decltype(bias_act)>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [y, positive] = op.call(x, bias, negative_slope, scale);
+    ctx->set_materialize_grads(false);
+    ctx->mark_non_differentiable({positive});
+    ctx->saved_data["has_bias"] = bias.has_value();
+    save_activation(ctx, positive, y.sym_strides(), negative_slope, scale);
+    return {y, positive};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    if (!grads[0].defined()) return variable_list(4);
+    const bool bias_grad = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(1);
+    auto [grad_x, grad_bias] = saved_bias_act_backward(ctx, grads[0], bias_grad);
+    return {grad_x, bias_grad ? grad_bias : at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// bias_act_backward's gradient in `grad`: both its outputs are linear in `grad` (grad_x by a factor of the sign bits,
+// grad_bias the sum of grad_x over all but dimension 1), so their adjoints add up before that same factor. Nothing
+// reaches the bits.
+class BiasActBackwardFunction : public torch::autograd::Function<BiasActBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& positive,
+                               c10::SymIntArrayRef y_strides, double negative_slope, double scale, bool bias_grad) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    auto [grad_x, grad_bias] = call_bias_act_backward(grad, positive, y_strides, negative_slope, scale, bias_grad);
+    ctx->set_materialize_grads(false);
+    ctx->saved_data["shape"] = grad.sym_sizes();
+    ctx->saved_data["bias_grad"] = bias_grad;
+    save_activation(ctx, positive, y_strides, negative_slope, scale);
+    return {grad_x, grad_bias};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    at::Tensor total = grads[0];
+    if (ctx->saved_data["bias_grad"].toBool() && grads[1].defined()) {
+      const std::vector<c10::SymInt> shape = ctx->saved_data["shape"].toSymIntVector();
+      std::vector<c10::SymInt> per_channel_shape(shape.size(), c10::SymInt(1));
+      per_channel_shape[1] = shape[1];
+      const at::Tensor per_channel = grads[1].view_symint(per_channel_shape);
+      total = total.defined() ? total + per_channel : per_channel.expand_symint(shape);
+    }
+    variable_list grads_of_inputs(6);
+    if (total.defined()) grads_of_inputs[0] = std::get<0>(saved_bias_act_backward(ctx, total, false));
+    return grads_of_inputs;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> bias_act_autograd(const at::Tensor& x, const std::optional<at::Tensor>& bias,
+                                                     double negative_slope, double scale) {
+  const variable_list out = BiasActFunction::apply(x, bias, negative_slope, scale);
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor> bias_act_backward_autograd(const at::Tensor& grad, const at::Tensor& positive,
+                                                              c10::SymIntArrayRef y_strides, double negative_slope,
+                                                              double scale, bool bias_grad) {
+  const variable_list out =
+      BiasActBackwardFunction::apply(grad, positive, y_strides, negative_slope, scale, bias_grad);
+  return {out[0], out[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(stylegan_cuda, m) {
@@ -135,5 +240,10 @@ TORCH_LIBRARY_IMPL(stylegan_cuda, CUDA, m) {
   m.impl("bias_act_backward", &bias_act_backward);
 }
 #endif
+
+TORCH_LIBRARY_IMPL(stylegan_cuda, Autograd, m) {
+  m.impl("bias_act", &bias_act_autograd);
+  m.impl("bias_act_backward", &bias_act_backward_autograd);
+}
 
 }  // namespace stylegan_cuda

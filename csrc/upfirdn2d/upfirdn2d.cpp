@@ -1,5 +1,7 @@
-// Host code of upfirdn2d: schema, argument checks, output allocation, dispatch to the CPU or CUDA kernel.
+// Host code of upfirdn2d: schema, argument checks, output allocation, dispatch to the CPU or CUDA kernel, autograd.
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/DeviceGuard.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <limits>
@@ -88,11 +90,69 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, at::IntArray
   return out;
 }
 
+// The op through the dispatcher, as the autograd function calls it: below autograd in forward, with it in backward.
+at::Tensor call_upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, at::IntArrayRef up, at::IntArrayRef down,
+                          at::IntArrayRef pad, bool flip_kernel) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("stylegan_cuda::upfirdn2d", "").typed<decltype(upfirdn2d)>();
+  return op.call(x, kernel, up, down, pad, flip_kernel);
+}
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The pads (before, after) of the gradient pass along one axis: the transposed window, sized to give back exactly
+// `in_size`. Sizes may be symbolic (torch.compile): the pads are plain ints, as the schema takes them.
+std::pair<int64_t, int64_t> backward_pad(const c10::SymInt& in_size, const c10::SymInt& out_size, int64_t up,
+                                         int64_t down, int64_t pad0, const c10::SymInt& k) {
+  const c10::SymInt before = k - pad0 - 1, after = in_size * up - out_size * down + (pad0 - up + 1);
+  return {before.guard_int(__FILE__, __LINE__), after.guard_int(__FILE__, __LINE__)};
+}
+
+// The op is linear in x; its adjoint is the same op with up and down swapped and the kernel flipped, called through
+// the dispatcher with autograd, so that it differentiates again.
+class Upfirdn2dFunction : public torch::autograd::Function<Upfirdn2dFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& kernel, at::IntArrayRef up,
+                            at::IntArrayRef down, at::IntArrayRef pad, bool flip_kernel) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    at::Tensor out = call_upfirdn2d(x, kernel, up, down, pad, flip_kernel);
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({kernel});
+    ctx->saved_data["up"] = up;
+    ctx->saved_data["down"] = down;
+    ctx->saved_data["pad"] = pad;
+    ctx->saved_data["flip_kernel"] = flip_kernel;
+    ctx->saved_data["in_h"] = x.sym_size(2);
+    ctx->saved_data["in_w"] = x.sym_size(3);
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(!ctx->needs_input_grad(1), "upfirdn2d: kernel must not require a gradient (the op differentiates x only)");
+    const at::Tensor& grad = grads[0];
+    if (!grad.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const at::Tensor kernel = ctx->get_saved_variables()[0];
+    const std::vector<int64_t> up = ctx->saved_data["up"].toIntVector(), down = ctx->saved_data["down"].toIntVector();
+    const std::vector<int64_t> pad = ctx->saved_data["pad"].toIntVector();
+    const auto [pad_x0, pad_x1] =
+        backward_pad(ctx->saved_data["in_w"].toSymInt(), grad.sym_size(3), up[0], down[0], pad[0], kernel.sym_size(1));
+    const auto [pad_y0, pad_y1] =
+        backward_pad(ctx->saved_data["in_h"].toSymInt(), grad.sym_size(2), up[1], down[1], pad[2], kernel.sym_size(0));
+    const at::Tensor grad_x = call_upfirdn2d(grad, kernel, down, up, {pad_x0, pad_x1, pad_y0, pad_y1},
+                                             !ctx->saved_data["flip_kernel"].toBool());
+    return {grad_x, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor upfirdn2d_autograd(const at::Tensor& x, const at::Tensor& kernel, at::IntArrayRef up, at::IntArrayRef down,
+                              at::IntArrayRef pad, bool flip_kernel) {
+  return Upfirdn2dFunction::apply(x, kernel, up, down, pad, flip_kernel);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(stylegan_cuda, m) {
-  // Few arguments: torch.library's Python autograd wrapper spends time quadratic in their number on every call
-  // (fill_defaults: 20 us per call with the eleven scalars this op once took, 7 us with these six).
   m.def("upfirdn2d(Tensor x, Tensor kernel, int[2] up, int[2] down, int[4] pad, bool flip_kernel=False) -> Tensor");
 }
 
@@ -101,5 +161,7 @@ TORCH_LIBRARY_IMPL(stylegan_cuda, CPU, m) { m.impl("upfirdn2d", &upfirdn2d); }
 #ifdef WITH_CUDA
 TORCH_LIBRARY_IMPL(stylegan_cuda, CUDA, m) { m.impl("upfirdn2d", &upfirdn2d); }
 #endif
+
+TORCH_LIBRARY_IMPL(stylegan_cuda, Autograd, m) { m.impl("upfirdn2d", &upfirdn2d_autograd); }
 
 }  // namespace stylegan_cuda

@@ -94,30 +94,8 @@ class NoiseAdaIN(nn.Module):
                            beta.to(dtype), self.negative_slope, impl=self.impl)
 
 
-_DOUBLE_BACKWARD_ERROR = (
-    "double backward of adain_noise is not supported (StyleGAN v1's penalties differentiate twice only through the "
-    "discriminator); use impl='reference' where a second derivative through AdaIN is needed"
-)
-
-
-def _channel_weighted_sum(grad_x: torch.Tensor, noise_weight: torch.Tensor) -> torch.Tensor:
-    """``sum_c grad_x[:, c] * noise_weight[c]``, ``[N, 1, H, W]``: the gradient of the noise map all channels share.
-
-    Matrix-vector products over a view of ``grad_x`` in its own layout. (``einsum`` and ``matmul`` copy a contiguous
-    ``grad_x`` first when ``noise_weight`` requires grad: 40x slower on the CPU.)
-    """
-    n, c, h, w = grad_x.shape
-    if not grad_x.is_contiguous():  # channels_last
-        return (grad_x.permute(0, 2, 3, 1).reshape(n, h * w, c) @ noise_weight).view(n, 1, h, w)
-    if grad_x.device.type == "cpu" and grad_x.dtype == torch.float16:  # ATen's CPU float16 bmm is slow here
-        return _channel_weighted_sum(grad_x.float(), noise_weight.float()).half()
-    return torch.bmm(noise_weight.view(1, 1, c).expand(n, 1, c), grad_x.view(n, c, h * w)).view(n, 1, h, w)
-
-
 @on_extension_loaded
 def _register() -> None:
-    ops = torch.ops.stylegan_cuda
-
     def stats_like(x):
         return x.new_empty(x.shape[:2], dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
 
@@ -128,30 +106,3 @@ def _register() -> None:
     @torch.library.register_fake("stylegan_cuda::adain_noise_backward")
     def _(grad_y, x, noise, noise_weight, gamma, mean, rstd, negative_slope):
         return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean), mean.new_empty(mean.shape[1:])
-
-    def setup_forward(ctx, inputs, output):
-        x, noise, noise_weight, gamma, _, ctx.negative_slope, _ = inputs
-        _, mean, rstd = output
-        ctx.mark_non_differentiable(mean, rstd)
-        ctx.save_for_backward(x, noise, noise_weight, gamma, mean, rstd)
-
-    def forward_backward(ctx, grad_y, _grad_mean, _grad_rstd):
-        x, noise, noise_weight, gamma, mean, rstd = ctx.saved_tensors
-        grad_x, grad_gamma, grad_beta, grad_noise_weight = ops.adain_noise_backward(
-            grad_y, x, noise, noise_weight, gamma, mean, rstd, ctx.negative_slope)
-        grad_noise = None
-        if noise is not None and ctx.needs_input_grad[1]:
-            grad_noise = _channel_weighted_sum(grad_x, noise_weight)
-        if noise is None:
-            grad_noise_weight = None
-        dtype = x.dtype
-        return (grad_x, grad_noise, grad_noise_weight.to(dtype) if grad_noise_weight is not None else None,
-                grad_gamma.to(dtype), grad_beta.to(dtype), None, None)
-
-    torch.library.register_autograd("stylegan_cuda::adain_noise", forward_backward, setup_context=setup_forward)
-
-    def refuse_double_backward(ctx, *grads):
-        raise RuntimeError(_DOUBLE_BACKWARD_ERROR)
-
-    torch.library.register_autograd("stylegan_cuda::adain_noise_backward", refuse_double_backward,
-                                    setup_context=lambda ctx, inputs, output: None)

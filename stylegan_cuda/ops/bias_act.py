@@ -96,8 +96,6 @@ class FusedLeakyReLU(nn.Module):
 
 @on_extension_loaded
 def _register() -> None:
-    ops = torch.ops.stylegan_cuda
-
     @torch.library.register_fake("stylegan_cuda::bias_act")
     def _(x, bias, negative_slope, scale):
         return torch.empty_like(x), x.new_empty(((x.numel() + 31) // 32,), dtype=torch.int32)
@@ -105,40 +103,3 @@ def _register() -> None:
     @torch.library.register_fake("stylegan_cuda::bias_act_backward")
     def _(grad, positive, y_strides, negative_slope, scale, bias_grad):
         return grad.new_empty_strided(grad.shape, y_strides), grad.new_empty((grad.shape[1],) if bias_grad else (0,))
-
-    def setup_forward(ctx, inputs, output):
-        _, bias, ctx.negative_slope, ctx.scale = inputs
-        y, positive = output
-        ctx.mark_non_differentiable(positive)
-        ctx.has_bias = bias is not None
-        ctx.y_strides = y.stride()
-        ctx.save_for_backward(positive)
-
-    def forward_backward(ctx, grad, _):
-        (positive,) = ctx.saved_tensors
-        bias_grad = ctx.has_bias and ctx.needs_input_grad[1]
-        grad_x, grad_bias = ops.bias_act_backward(grad, positive, ctx.y_strides, ctx.negative_slope, ctx.scale,
-                                                  bias_grad)
-        return grad_x, grad_bias if bias_grad else None, None, None
-
-    torch.library.register_autograd("stylegan_cuda::bias_act", forward_backward, setup_context=setup_forward)
-
-    def setup_backward(ctx, inputs, output):
-        grad, positive, ctx.y_strides, ctx.negative_slope, ctx.scale, ctx.bias_grad = inputs
-        ctx.shape = grad.shape
-        ctx.save_for_backward(positive)
-
-    def backward_backward(ctx, grad_grad_x, grad_grad_bias):
-        (positive,) = ctx.saved_tensors
-        # Both outputs are linear in `grad`: grad_x by a factor that only depends on the sign bits, grad_bias the sum
-        # of grad_x over all but dimension 1. Their adjoints add up before that same factor; nothing reaches the bits.
-        total = grad_grad_x
-        if ctx.bias_grad and grad_grad_bias is not None:
-            per_channel = grad_grad_bias.view(1, -1, *[1] * (len(ctx.shape) - 2))
-            total = per_channel.expand(ctx.shape) if total is None else total + per_channel
-        if total is None:
-            return None, None, None, None, None, None
-        grad_grad, _ = ops.bias_act_backward(total, positive, ctx.y_strides, ctx.negative_slope, ctx.scale, False)
-        return grad_grad, None, None, None, None, None
-
-    torch.library.register_autograd("stylegan_cuda::bias_act_backward", backward_backward, setup_context=setup_backward)

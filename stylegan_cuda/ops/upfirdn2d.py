@@ -168,15 +168,8 @@ class DownsampleAvg2x(_Resample):
         return downsample_avg_2x(x, self.impl)
 
 
-def _backward_pad(in_size: int, out_size: int, up: int, down: int, pad0: int, k: int) -> tuple[int, int]:
-    """The pads of the gradient pass along one axis: the transposed window, sized to give back exactly ``in_size``."""
-    return k - pad0 - 1, in_size * up - out_size * down + pad0 - up + 1
-
-
 @on_extension_loaded
 def _register() -> None:
-    ops = torch.ops.stylegan_cuda
-
     @torch.library.register_fake("stylegan_cuda::upfirdn2d")
     def _(x, kernel, up, down, pad, flip_kernel=False):
         (up_x, up_y), (down_x, down_y), (pad_x0, pad_x1, pad_y0, pad_y1) = up, down, pad
@@ -186,22 +179,3 @@ def _register() -> None:
         torch._check(out_h >= 1 and out_w >= 1, lambda: "upfirdn2d leaves an empty output")
         shape = (x.shape[0], x.shape[1], out_h, out_w)
         return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
-
-    def setup_context(ctx, inputs, output):
-        x, kernel, ctx.up, ctx.down, ctx.pad, ctx.flip_kernel = inputs
-        ctx.in_size = (x.shape[2], x.shape[3])
-        ctx.save_for_backward(kernel)
-
-    def backward(ctx, grad):
-        if ctx.needs_input_grad[1]:
-            raise RuntimeError("upfirdn2d: kernel must not require a gradient (the op differentiates x only)")
-        (kernel,) = ctx.saved_tensors
-        (up_x, up_y), (down_x, down_y), (pad_x0, _, pad_y0, _) = ctx.up, ctx.down, ctx.pad
-        (in_h, in_w), (kh, kw) = ctx.in_size, kernel.shape
-        pad_x = _backward_pad(in_w, grad.shape[3], up_x, down_x, pad_x0, kw)
-        pad_y = _backward_pad(in_h, grad.shape[2], up_y, down_y, pad_y0, kh)
-        # The adjoint: up and down swapped, the kernel flipped. It is this same op, so it differentiates again.
-        grad_x = ops.upfirdn2d(grad, kernel, ctx.down, ctx.up, (*pad_x, *pad_y), not ctx.flip_kernel)
-        return grad_x, None, None, None, None, None
-
-    torch.library.register_autograd("stylegan_cuda::upfirdn2d", backward, setup_context=setup_context)
