@@ -1,10 +1,11 @@
 """Does a C++ error raised inside a registered op reach Python, or crash the process? Each case runs in a child.
 
 On the lent H100 image (torch 2.11, Ubuntu g++ 13.3) a bad-argument call straight into ``torch.ops.stylegan_cuda``
-ended in a segmentation fault, while the same call raises a RuntimeError on the CI machine. The cases below tell
-apart torch itself, this project's extension (also built CPU-only) and a minimal op built with and without the
-extension's flags and with a CUDA unit beside it; a case that crashes is run again under cuda-gdb (where the image
-has it) for a native backtrace.
+ended in a segmentation fault, while the same call raises a RuntimeError on the CI machine; every crash was inside
+the redispatch of torch.library's Python autograd wrapper, which the ops then had (their autograd is C++ now). The
+cases below tell apart torch itself, this project's extension (also built CPU-only) and a minimal op built with and
+without the extension's flags, with a CUDA unit beside it, and with a Python autograd registration; a case that
+crashes is run again under cuda-gdb (where the image has it) for a native backtrace.
 
     python scripts/throw_probe.py          (gpu_check.sh runs it)
 """
@@ -37,14 +38,17 @@ TORCH_LIBRARY_IMPL(throw_probe, CPU, m) { m.impl("throw_now", &throw_now); }
 CUDA_UNIT = "__global__ void throw_probe_noop(float* x) { x[threadIdx.x] = 0; }\n"
 
 
-def minimal_op_case(cflags: list[str], ldflags: list[str], with_cuda: bool = False) -> str:
+def minimal_op_case(cflags: list[str], ldflags: list[str], with_cuda: bool = False,
+                    python_autograd: bool = False) -> str:
     build_dir = tempfile.mkdtemp(prefix="throw_probe_")
     cuda = f"cuda_sources=[{CUDA_UNIT!r}], " if with_cuda else ""
+    # The ops' autograd was once registered this way; the H100 crashes were all inside its redispatch.
+    autograd = "torch.library.register_autograd('throw_probe::throw_now', lambda ctx, grad: grad)\n"
     return (
         "from torch.utils.cpp_extension import load_inline\n"
         f"load_inline('throw_probe', [{MINIMAL_OP!r}], {cuda}extra_cflags={cflags!r}, extra_ldflags={ldflags!r}, "
         f"build_directory={build_dir!r}, is_python_module=False)\n"
-        f"{CALL_MARK}torch.ops.throw_probe.throw_now(torch.ones(2))\n"
+        f"{autograd * python_autograd}{CALL_MARK}torch.ops.throw_probe.throw_now(torch.ones(2))\n"
     )
 
 
@@ -69,6 +73,7 @@ def cases() -> dict[str, tuple[str, dict[str, str]]]:
         "stylegan_cuda op, CPU-only build": (OUR_OP, {"STYLEGAN_CUDA_BUILD_CUDA": "0",
                                                       "TORCH_EXTENSIONS_DIR": tempfile.mkdtemp(prefix="throw_probe_")}),
         "minimal op, no extra flags": (minimal_op_case([], []), {}),
+        "minimal op, Python autograd": (minimal_op_case([], [], python_autograd=True), {}),
         "minimal op, the extension's flags": (minimal_op_case(cflags, LINK_FLAGS), {}),
         "minimal op, no -march=native": (minimal_op_case([f for f in cflags if f != "-march=native"], LINK_FLAGS), {}),
         "minimal op, no OpenMP": (minimal_op_case([f for f in cflags if f != "-fopenmp"], []), {}),
