@@ -284,16 +284,20 @@ def test_channels_last(device):
 
 @pytest.mark.parametrize("impl", ["reference", pytest.param("extension", marks=needs_kernels)])
 def test_torch_compile(impl):
+    """Compiled models give the eager image, scores and first-order gradients of every parameter."""
     generator, discriminator = tiny_generator(impl=impl), tiny_discriminator(impl=impl)
     args, kwargs = generator_inputs(2, "one")
 
     def run(g, d):
         image = g(*args, step=2, alpha=0.5, **kwargs)
-        return image, d(image, step=2, alpha=0.5)
+        scores = d(image, step=2, alpha=0.5)
+        params = [*g.parameters(), *d.parameters()]
+        grads = torch.autograd.grad(scores.sum(), params, allow_unused=True, materialize_grads=True)
+        return image, scores, *grads
 
     eager = run(generator, discriminator)
     compiled = run(torch.compile(generator), torch.compile(discriminator))
-    for actual, expected in zip(compiled, eager):
+    for actual, expected in zip(compiled, eager, strict=True):
         assert_close_scaled(actual, expected, what="compiled")
 
 
