@@ -47,16 +47,19 @@ def time_ms(fn: Callable[[], object], device: str, warmup: int = 3, repeat: int 
 def interleaved_ms(fns: dict[str, Callable[[], object]], device: str, repeat: int,
                    min_seconds: float = 0.0) -> dict[str, float]:
     """Median milliseconds of each function, timed in turns (one call of each per round, at least ``repeat`` rounds
-    and ``min_seconds`` in all) so that a changing machine load hits all of them alike."""
+    and ``min_seconds`` in all) so that a changing machine load hits all of them alike. Each round starts one
+    function further on, so that each follows each of the others (and the caches and heap they leave) alike."""
     for fn in fns.values():
         fn()
         fn()
+    names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in fns}
     start = time.perf_counter()
     rounds = 0
     while rounds < repeat or (time.perf_counter() - start < min_seconds and rounds < 10 * repeat):
-        for name, fn in fns.items():
-            times[name].append(time_ms(fn, device, warmup=0, repeat=1, min_seconds=0))
+        for k in range(len(names)):
+            name = names[(rounds + k) % len(names)]
+            times[name].append(time_ms(fns[name], device, warmup=0, repeat=1, min_seconds=0))
         rounds += 1
     return {name: statistics.median(t) for name, t in times.items()}
 

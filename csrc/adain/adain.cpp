@@ -191,6 +191,8 @@ at::Tensor channel_weighted_sum(const at::Tensor& grad_x, const at::Tensor& nois
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// adain_noise's gradient: adain_noise_backward's for x, noise_weight, gamma and beta, and for the noise map, which
+// every channel shares, the channel-weighted sum of grad_x.
 class AdainNoiseFunction : public torch::autograd::Function<AdainNoiseFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const std::optional<at::Tensor>& noise,
