@@ -115,6 +115,18 @@ def test_opcheck(sample, device):
                               (torch.randn_like(y).requires_grad_(), positive, y.stride(), slope, scale, bias_grad))
 
 
+def test_cpu_tasks_that_start_inside_a_plane():
+    """The CPU threads split the mask words anywhere, inside a plane too: each task finds its plane's bias itself."""
+    x = torch.randn(1, 3, 112, 200, requires_grad=True)  # 2100 words, planes of 700: two threads split at word 1050
+    bias = torch.randn(3, requires_grad=True)
+    got = run_extension(x, bias, 0.2, 1.0)
+    want = fused_bias_leaky_relu_reference(x, bias, 0.2, 1.0)
+    torch.testing.assert_close(got, want)
+    grad_out = torch.randn_like(x)
+    for g, w in zip(torch.autograd.grad(got, (x, bias), grad_out), torch.autograd.grad(want, (x, bias), grad_out)):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-4)  # bias: sums of 22400 terms, in another order
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 def test_sign_bits_follow_memory_order(sample, device):
     """The mask the backward pass reads: bit i % 32 of word i / 32 is set where x + bias > 0, i in y's memory order."""

@@ -20,9 +20,11 @@ constexpr int64_t kGrainWords = 1024;
 template <typename acc_t, typename scalar_t>
 class WordBias {
  public:
-  // Where a word starts: the offset within its run of `inner` elements, and the run's channel.
+  // Where a word starts: the offset within its run of `inner` elements, and the run's channel; whether the scratch
+  // already holds the bias of a word that lies in one channel.
   struct Cursor {
     int64_t within, channel;
+    bool scratch_filled = false;
   };
 
   WordBias(const scalar_t* bias, int64_t channels, int64_t inner) : channels_(channels), inner_(inner) {
@@ -36,7 +38,7 @@ class WordBias {
 
   Cursor at(int64_t element) const {
     const int64_t run = element / inner_;
-    return {element - run * inner_, run % channels_};
+    return {element - run * inner_, run % channels_, false};
   }
 
   // The bias of the 32 elements from `word` on (in `scratch` or in the repeated copy); moves `word` to the next word.
@@ -48,10 +50,16 @@ class WordBias {
       if (word.channel >= channels_) word.channel %= channels_;
       return run;
     }
-    if (inner_ % kBitsPerWord == 0) {  // the whole word in one channel
-      for (int k = 0; k < kBitsPerWord; ++k) scratch[k] = values_[word.channel];
+    if (inner_ % kBitsPerWord == 0) {  // the whole word in one channel: the scratch filled once per run
+      if (!word.scratch_filled) {
+        for (int k = 0; k < kBitsPerWord; ++k) scratch[k] = values_[word.channel];
+        word.scratch_filled = true;
+      }
       word.within += kBitsPerWord;
-      if (word.within == inner_) advance_channel(word);
+      if (word.within == inner_) {
+        advance_channel(word);
+        word.scratch_filled = false;
+      }
       return scratch;
     }
     for (int k = 0; k < kBitsPerWord; ++k) {
