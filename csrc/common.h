@@ -37,6 +37,9 @@ SGC_HOST_DEVICE T leaky_relu_grad(T grad, T v, T negative_slope) {
 
 #ifndef __CUDACC__
 #include <ATen/ATen.h>
+#include <c10/util/strides.h>
+
+#include <vector>
 
 namespace stylegan_cuda {
 
@@ -64,6 +67,14 @@ inline at::Tensor with_layout_of(const at::Tensor& t, const at::Tensor& like) {
 // A fresh output with the memory format of `x` (contiguous or channels_last), always dense.
 inline at::Tensor empty_dense_like(const at::Tensor& x) {
   return at::empty_like(x, x.is_non_overlapping_and_dense() ? at::MemoryFormat::Preserve : x.suggest_memory_format());
+}
+
+// The strides of empty_dense_like(x), without allocating it.
+inline std::vector<int64_t> dense_strides_like(const at::Tensor& x) {
+  if (x.is_non_overlapping_and_dense()) return x.strides().vec();
+  if (x.suggest_memory_format() == at::MemoryFormat::ChannelsLast) return c10::get_channels_last_strides_2d(x.sizes());
+  const auto strides = c10::contiguous_strides(x.sizes());
+  return {strides.begin(), strides.end()};
 }
 
 }  // namespace stylegan_cuda

@@ -137,11 +137,15 @@ def test_double_backward_raises(device):
         grad_x.sum().backward()
 
 
-@pytest.mark.parametrize("sample", [SAMPLES[i] for i in (0, 3, 4)], ids=[IDS[i] for i in (0, 3, 4)])
-def test_opcheck(sample, device):
-    inputs = make_inputs(sample, device, torch.float32, requires_grad=True)
-    torch.library.opcheck(torch.ops.stylegan_cuda.adain_noise.default, (*inputs, 0.2, 1e-5))
+@pytest.mark.parametrize("sample, permuted", [(SAMPLES[i], False) for i in (0, 3, 4)] + [(SAMPLES[2], True)],
+                         ids=[IDS[i] for i in (0, 3, 4)] + [IDS[2] + "-permuted"])
+def test_opcheck(sample, permuted, device):
+    """Permuted: x dense in memory but in neither format (channels outermost); the outputs keep its layout."""
     x, noise, noise_weight, gamma, beta = make_inputs(sample, device, torch.float32)
+    if permuted:
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)
+    inputs = tuple(t if t is None else t.detach().requires_grad_() for t in (x, noise, noise_weight, gamma, beta))
+    torch.library.opcheck(torch.ops.stylegan_cuda.adain_noise.default, (*inputs, 0.2, 1e-5))
     _, mean, rstd = torch.ops.stylegan_cuda.adain_noise(x, noise, noise_weight, gamma, beta, 0.2, 1e-5)
     torch.library.opcheck(torch.ops.stylegan_cuda.adain_noise_backward.default,
                           (torch.randn_like(x), x, noise, noise_weight, gamma, mean, rstd, 0.2))
@@ -246,6 +250,7 @@ def good_args(**changes):
         ({"gamma": torch.randn(3)}, ValueError, r"gamma must have shape \[2, 3\]"),
         ({"beta": torch.randn(1, 3)}, ValueError, r"beta must have shape \[2, 3\]"),
         ({"eps": 0.0}, ValueError, "eps must be > 0"),
+        ({"eps": 1e-60}, ValueError, "eps must be >= 1.175e-38"),
         ({"gamma": torch.randn(2, 3, dtype=torch.float64)}, TypeError, "gamma must have the dtype of x"),
         ({"noise": torch.randn(2, 1, 4, 5, device="meta")}, ValueError, "noise must be on the device of x"),
         ({"x": torch.ones(2, 3, 4, 5, dtype=torch.long)}, TypeError, "x must be a floating-point tensor"),
@@ -265,6 +270,10 @@ def test_kernel_checks_its_arguments():
         ops.adain_noise(args["x"], args["noise"], args["noise_weight"], torch.ones(3, 2), args["beta"], 0.2, 1e-5)
     with pytest.raises(RuntimeError, match="eps must be > 0"):
         ops.adain_noise(*args.values(), 0.2, -1.0)
+    with pytest.raises(RuntimeError, match="eps must be >= 1.17549e-38"):
+        ops.adain_noise(*args.values(), 0.2, 1e-60)
+    with pytest.raises(RuntimeError, match="beta must be on the same device as x"):
+        ops.adain_noise(*list(args.values())[:4], args["beta"].to("meta"), 0.2, 1e-5)
     with pytest.raises(RuntimeError, match="noise must have the same dtype as x"):
         ops.adain_noise(args["x"], args["noise"].double(), *list(args.values())[2:], 0.2, 1e-5)
     _, mean, rstd = ops.adain_noise(*args.values(), 0.2, 1e-5)

@@ -251,6 +251,8 @@ def test_kernel_checks_its_arguments():
         torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3), torch.ones(4), 0.2, 1.0)
     with pytest.raises(RuntimeError, match="floating-point"):
         torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3, dtype=torch.int32), None, 0.2, 1.0)
+    with pytest.raises(RuntimeError, match="bias must be on the same device as x"):
+        torch.ops.stylegan_cuda.bias_act(torch.ones(2, 3), torch.ones(3, device="meta"), 0.2, 1.0)
     backward = torch.ops.stylegan_cuda.bias_act_backward
     _, positive = torch.ops.stylegan_cuda.bias_act(torch.ones(2, 40), None, 0.2, 1.0)
     with pytest.raises(RuntimeError, match=r"positive must be the int32 words \[3\]"):
@@ -261,6 +263,8 @@ def test_kernel_checks_its_arguments():
         backward(torch.ones(2, 40), positive, [1, 1], 0.2, 1.0, False)
     with pytest.raises(RuntimeError, match="one stride per dimension"):
         backward(torch.ones(2, 40), positive, [1], 0.2, 1.0, False)
+    with pytest.raises(RuntimeError, match="positive must be on the same device as grad"):
+        backward(torch.ones(2, 40), positive.to("meta"), [40, 1], 0.2, 1.0, False)
 
 
 def test_module_matches_seed_style_layer():

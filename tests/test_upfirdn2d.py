@@ -1,5 +1,6 @@
 """upfirdn2d and its helpers: the kernels against the reference and the seed's ops, on CPU and (where present) CUDA."""
 
+import importlib
 import random
 
 import pytest
@@ -187,6 +188,12 @@ def test_empty_batch_and_non_dense_input(device):
     kernel = torch.randn(3, 3, device=device)
     empty = torch.randn(0, 3, 5, 5, device=device)
     assert run_extension(empty, kernel, 2, 1, (1, 1, 1, 1)).shape == (0, 3, 10, 10)
+    # An empty image padded to a non-empty output: the output is zeros, the gradient as empty as the image.
+    empty_rows = torch.randn(2, 3, 0, 4, device=device, requires_grad=True)
+    y = run_extension(empty_rows, kernel, 1, 1, (3, 3, 3, 3))
+    assert torch.equal(y, torch.zeros(2, 3, 4, 8, device=device))
+    (grad,) = torch.autograd.grad(y.sum(), empty_rows)
+    assert grad.shape == empty_rows.shape
     x = torch.randn(2, 6, 9, 9, device=device)[:, ::2, 1:, ::2]
     torch.testing.assert_close(run_extension(x, kernel, 2, 1, (1, 1, 1, 1)),
                                upfirdn2d_reference(x, kernel, 2, 1, (1, 1, 1, 1)))
@@ -214,6 +221,29 @@ def test_bad_arguments(x_shape, kernel, kwargs, error, match):
             upfirdn2d(x, kernel, impl=impl, **kwargs)
 
 
+def test_float64_keeps_the_kernel_in_float64(device):
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, device=device)
+    kernel = torch.tensor([0.1, 0.7, 0.2], dtype=torch.float64, device=device)  # none of them a float32
+    torch.testing.assert_close(run_extension(x, kernel, 1, 1, (1, 1, 1, 1)),
+                               upfirdn2d_reference(x, kernel, 1, 1, (1, 1, 1, 1)), rtol=1e-14, atol=1e-14)
+
+
+def test_down_wider_than_the_image(device):
+    """A down factor far beyond the padded row: the row buffers stay the size of the row, not of the factor."""
+    x, kernel = torch.randn(1, 3, 4, 16, device=device), torch.randn(1, 8, device=device)
+    torch.testing.assert_close(run_extension(x, kernel, 1, (10**8, 1)), upfirdn2d_reference(x, kernel, 1, (10**8, 1)))
+
+
+def test_fixed_filters_made_under_inference_mode_serve_training(monkeypatch, device):
+    """A first blur under inference mode (sampling before training) must not cache an inference-mode filter."""
+    monkeypatch.setattr(importlib.import_module("stylegan_cuda.ops.upfirdn2d"), "_filters", {})
+    with torch.inference_mode():
+        blur(torch.randn(1, 2, 8, 8, device=device), impl="extension")
+    x = torch.randn(1, 2, 8, 8, device=device, requires_grad=True)
+    (grad,) = torch.autograd.grad(blur(x, impl="extension").sum(), x)
+    torch.testing.assert_close(grad, torch.autograd.grad(blur(x, impl="reference").sum(), x)[0])
+
+
 def test_bad_dtypes_and_devices():
     with pytest.raises(TypeError, match="x must be a floating-point"):
         upfirdn2d(torch.ones(1, 1, 4, 4, dtype=torch.int32), torch.ones(3, 3), impl="extension")
@@ -230,6 +260,8 @@ def test_kernel_checks_its_arguments():
     one, pad = (1, 1), (1, 1, 1, 1)
     with pytest.raises(RuntimeError, match="kernel must be float32"):
         op(x, torch.ones(3, 3, dtype=torch.float64), one, one, pad)
+    with pytest.raises(RuntimeError, match="kernel must be float64 for float64 x"):
+        op(x.double(), torch.ones(3, 3), one, one, pad)
     with pytest.raises(RuntimeError, match="between 1x1 and 16x16"):
         op(x, torch.ones(1, 17), one, one, pad)
     with pytest.raises(RuntimeError, match="up must be >= 1"):
@@ -238,6 +270,8 @@ def test_kernel_checks_its_arguments():
         op(x, torch.ones(3, 3), one, one, (-3, 0, 0, 0))
     with pytest.raises(RuntimeError, match=r"pad must be \(x0, x1, y0, y1\)"):
         op(x, torch.ones(3, 3), one, one, (1, 1))
+    with pytest.raises(RuntimeError, match="kernel must be on the same device as x"):
+        op(x, torch.ones(3, 3, device="meta"), one, one, pad)
     with pytest.raises(RuntimeError, match="x must have shape"):
         op(torch.ones(4, 4), torch.ones(3, 3), one, one, pad)
     with pytest.raises(RuntimeError, match="kernel must not require a gradient"):

@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <tuple>
 
 #include "adain.h"
@@ -36,21 +37,24 @@ void check_inputs(const at::Tensor& x, const std::optional<at::Tensor>& noise, c
 }
 
 // Tensors laid out as the kernels read them: x's planes either contiguous or, on the CPU, channels_last (the CUDA
-// kernel reads contiguous planes, so a channels_last x is converted there and the result converted back).
+// kernel reads contiguous planes, so a channels_last x is converted there). Outputs take the dense layout of x, the
+// rule of torch.empty_like(x) that the fake kernels follow: a kernel output in another layout is copied into it.
 struct Layout {
-  at::MemoryFormat format;
+  const at::Tensor& x;
   bool channels_last;
 
-  explicit Layout(const at::Tensor& x) {
+  explicit Layout(const at::Tensor& x_in) : x(x_in) {
     const bool is_channels_last = !x.is_contiguous() && (x.is_contiguous(at::MemoryFormat::ChannelsLast) ||
                                                          x.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
-    format = is_channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
     channels_last = is_channels_last && !x.is_cuda();
   }
   at::Tensor kernel_input(const at::Tensor& t) const {
     return t.contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   }
-  at::Tensor output(const at::Tensor& kernel_output) const { return kernel_output.contiguous(format); }
+  at::Tensor output(const at::Tensor& kernel_output) const {
+    if (kernel_output.strides() == c10::IntArrayRef(dense_strides_like(x))) return kernel_output;
+    return empty_dense_like(x).copy_(kernel_output);
+  }
 };
 
 // Fills the parts of the parameters shared by both passes; `holder` keeps the zero noise plane alive.
@@ -97,6 +101,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> adain_noise(const at::Tensor& x_i
   check_same_device_dtype(beta, "beta", x_in, "x");
   check_shape(beta, "beta", {x_in.size(0), x_in.size(1)}, x_in);
   TORCH_CHECK(eps > 0, "eps must be > 0, got ", eps);
+  // Below float64, the statistics are float32, where a smaller eps would be flushed to zero.
+  constexpr double kSmallestFloat = std::numeric_limits<float>::min();
+  TORCH_CHECK(x_in.scalar_type() == at::kDouble || eps >= kSmallestFloat, "eps must be >= ", kSmallestFloat,
+              " (the smallest normal float32: the statistics of ", x_in.scalar_type(), " inputs are float32), got ",
+              eps);
   const Layout layout(x_in);
   const at::Tensor x = layout.kernel_input(x_in);
   const at::Tensor w = noise_weight.contiguous(), g = gamma.contiguous(), b = beta.contiguous();

@@ -30,7 +30,10 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, at::IntArray
   TORCH_CHECK(x.dim() == 4, "x must have shape [N, C, H, W], got rank ", x.dim());
   check_floating(x, "x");
   TORCH_CHECK(kernel.dim() == 2, "kernel must be 2-D [kh, kw], got rank ", kernel.dim());
-  TORCH_CHECK(kernel.scalar_type() == at::kFloat, "kernel must be float32, got ", kernel.scalar_type());
+  // The kernels compute in the accumulation type of x and read the weights in it.
+  const bool double_x = x.scalar_type() == at::kDouble;
+  TORCH_CHECK(kernel.scalar_type() == (double_x ? at::kDouble : at::kFloat), "kernel must be ",
+              double_x ? "float64 for float64 x" : "float32", ", got ", kernel.scalar_type());
   TORCH_CHECK(kernel.device() == x.device(), "kernel must be on the device of x (", x.device(), "), got ",
               kernel.device());
   const int64_t kh = kernel.size(0), kw = kernel.size(1);
@@ -59,7 +62,7 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& kernel, at::IntArray
 
   Upfirdn2dParams p{};
   p.x = xd.data_ptr();
-  p.kernel = kd.data_ptr<float>();
+  p.kernel = kd.data_ptr();
   p.out = out.data_ptr();
   p.batch = x.size(0);
   p.channels = x.size(1);
@@ -132,13 +135,17 @@ class Upfirdn2dFunction : public torch::autograd::Function<Upfirdn2dFunction> {
     TORCH_CHECK(!ctx->needs_input_grad(1), "upfirdn2d: kernel must not require a gradient (the op differentiates x only)");
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const c10::SymInt in_h = ctx->saved_data["in_h"].toSymInt(), in_w = ctx->saved_data["in_w"].toSymInt();
+    if (in_h.sym_eq(0).guard_bool(__FILE__, __LINE__) || in_w.sym_eq(0).guard_bool(__FILE__, __LINE__)) {
+      // An empty x padded to a non-empty output: its gradient is empty too (the op refuses empty outputs).
+      const at::Tensor grad_x = at::zeros_symint({grad.sym_size(0), grad.sym_size(1), in_h, in_w}, grad.options());
+      return {grad_x, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     const at::Tensor kernel = ctx->get_saved_variables()[0];
     const std::vector<int64_t> up = ctx->saved_data["up"].toIntVector(), down = ctx->saved_data["down"].toIntVector();
     const std::vector<int64_t> pad = ctx->saved_data["pad"].toIntVector();
-    const auto [pad_x0, pad_x1] =
-        backward_pad(ctx->saved_data["in_w"].toSymInt(), grad.sym_size(3), up[0], down[0], pad[0], kernel.sym_size(1));
-    const auto [pad_y0, pad_y1] =
-        backward_pad(ctx->saved_data["in_h"].toSymInt(), grad.sym_size(2), up[1], down[1], pad[2], kernel.sym_size(0));
+    const auto [pad_x0, pad_x1] = backward_pad(in_w, grad.sym_size(3), up[0], down[0], pad[0], kernel.sym_size(1));
+    const auto [pad_y0, pad_y1] = backward_pad(in_h, grad.sym_size(2), up[1], down[1], pad[2], kernel.sym_size(0));
     const at::Tensor grad_x = call_upfirdn2d(grad, kernel, down, up, {pad_x0, pad_x1, pad_y0, pad_y1},
                                              !ctx->saved_data["flip_kernel"].toBool());
     return {grad_x, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

@@ -13,7 +13,7 @@ constexpr int kUpfirdn2dMaxKernelSize = 16;
 
 struct Upfirdn2dParams {
   const void* x;          // [N, C, in_h, in_w], contiguous or channels_last (as `out`)
-  const float* kernel;    // [kernel_h, kernel_w], contiguous, on the device of x
+  const void* kernel;     // [kernel_h, kernel_w], contiguous, on the device of x, in x's accumulation type
   void* out;              // [N, C, out_h, out_w]
   int64_t batch, channels, in_h, in_w, out_h, out_w;
   int up_x, up_y, down_x, down_y;

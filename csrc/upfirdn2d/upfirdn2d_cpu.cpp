@@ -17,10 +17,11 @@ namespace {
 // The weights in window order (what the loops correlate with), in the accumulation type.
 template <typename acc_t>
 std::vector<acc_t> window_weights(const Upfirdn2dParams& p) {
+  const auto* kernel = static_cast<const acc_t*>(p.kernel);
   std::vector<acc_t> w(p.kernel_h * p.kernel_w);
   for (int i = 0; i < p.kernel_h; ++i)
     for (int j = 0; j < p.kernel_w; ++j)
-      w[i * p.kernel_w + j] = static_cast<acc_t>(p.kernel[kernel_index(i, j, p.kernel_h, p.kernel_w, p.flip_kernel)]);
+      w[i * p.kernel_w + j] = kernel[kernel_index(i, j, p.kernel_h, p.kernel_w, p.flip_kernel)];
   return w;
 }
 
@@ -127,7 +128,8 @@ void upfirdn2d_planes(const Upfirdn2dParams& p) {
   const int64_t seg = std::max((out_w + phases - 1) / phases, (padded_w + stride - 1) / stride);
   const int64_t group = std::clamp<int64_t>(std::min(256 / seg, planes / (4 * threads)), 1, planes);
   const int64_t lane = group * seg;  // one phase row, or one class of accumulators, of the whole group
-  const int64_t row_len = stride * lane;
+  // Phase rows past the padded width would stay empty (a `down` wider than the row): only the others are kept.
+  const int64_t row_len = std::min(stride, padded_w) * lane;
   // Position pos = ix - col_lo of a plane's padded row sits in phase row pos % stride, at pos / stride.
   auto slab_offset = [&](int64_t pos) { return (pos % stride) * lane + pos / stride; };
   // Per class of output columns its taps: (weight index within a kernel row, offset in a slab row).

@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(kTileThreadsX* kTileThreadsY) upfirdn2d_tiled(
   __shared__ acc_t weights[K][K];
 
   const int tid = threadIdx.y * kTileThreadsX + threadIdx.x;
-  if (tid < K * K) weights[tid / K][tid % K] = p.kernel[kernel_index(tid / K, tid % K, K, K, p.flip_kernel)];
+  const auto* kernel = static_cast<const acc_t*>(p.kernel);
+  if (tid < K * K) weights[tid / K][tid % K] = kernel[kernel_index(tid / K, tid % K, K, K, p.flip_kernel)];
   const int H = static_cast<int>(p.in_h), W = static_cast<int>(p.in_w);
   const int out_h = static_cast<int>(p.out_h), out_w = static_cast<int>(p.out_w);
   const int ox_tile = blockIdx.x * kTileOutW, oy_tile = blockIdx.y * kTileOutH;
@@ -79,6 +80,7 @@ template <typename scalar_t, typename index_t, bool CHANNELS_LAST>
 __global__ void upfirdn2d_direct(Upfirdn2dParams p) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto* x = static_cast<const scalar_t*>(p.x);
+  const auto* kernel = static_cast<const acc_t*>(p.kernel);
   auto* out = static_cast<scalar_t*>(p.out);
   const index_t C = p.channels, H = p.in_h, W = p.in_w, out_h = p.out_h, out_w = p.out_w;
   const index_t numel = p.batch * C * out_h * out_w;
@@ -105,10 +107,10 @@ __global__ void upfirdn2d_direct(Upfirdn2dParams p) {
       for (int s = 0; s < tx.count; ++s) {
         const index_t ix = tx.first + s;
         if (ix < 0 || ix >= W) continue;
-        const float w = __ldg(p.kernel + kernel_index(ty.offset + t * p.up_y, tx.offset + s * p.up_x, p.kernel_h,
-                                                      p.kernel_w, p.flip_kernel));
+        const acc_t w = __ldg(kernel + kernel_index(ty.offset + t * p.up_y, tx.offset + s * p.up_x, p.kernel_h,
+                                                    p.kernel_w, p.flip_kernel));
         const index_t in_index = CHANNELS_LAST ? ((n * H + iy) * W + ix) * C + c : ((n * C + c) * H + iy) * W + ix;
-        acc += static_cast<acc_t>(w) * static_cast<acc_t>(x[in_index]);
+        acc += w * static_cast<acc_t>(x[in_index]);
       }
     }
     out[idx] = static_cast<scalar_t>(acc);

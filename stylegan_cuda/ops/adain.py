@@ -10,6 +10,7 @@ from torch import nn
 
 from .build import on_extension_loaded
 from .dispatch import use_extension
+from .layout import check_same_device
 
 
 def _check_args(x, noise, noise_weight, gamma, beta, eps):
@@ -32,6 +33,10 @@ def _check_args(x, noise, noise_weight, gamma, beta, eps):
             raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {t.dtype}")
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+    smallest = torch.finfo(torch.float32).tiny
+    if x.dtype != torch.float64 and eps < smallest:
+        raise ValueError(f"eps must be >= {smallest:.4g} (the smallest normal float32: the statistics of {x.dtype} "
+                         f"inputs are float32), got {eps}")
 
 
 def adain_noise_reference(x, noise, noise_weight, gamma, beta, negative_slope=0.2, eps=1e-5) -> torch.Tensor:
@@ -101,8 +106,11 @@ def _register() -> None:
 
     @torch.library.register_fake("stylegan_cuda::adain_noise")
     def _(x, noise, noise_weight, gamma, beta, negative_slope, eps):
+        check_same_device("x", x, noise=noise, noise_weight=noise_weight, gamma=gamma, beta=beta)
         return torch.empty_like(x), stats_like(x), stats_like(x)
 
     @torch.library.register_fake("stylegan_cuda::adain_noise_backward")
     def _(grad_y, x, noise, noise_weight, gamma, mean, rstd, negative_slope):
+        check_same_device("grad_y", grad_y, x=x, noise=noise, noise_weight=noise_weight, gamma=gamma, mean=mean,
+                          rstd=rstd)
         return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean), mean.new_empty(mean.shape[1:])

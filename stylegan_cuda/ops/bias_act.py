@@ -10,6 +10,7 @@ from torch import nn
 
 from .build import on_extension_loaded
 from .dispatch import use_extension
+from .layout import check_same_device
 
 DEFAULT_GAIN = math.sqrt(2.0)
 
@@ -98,8 +99,10 @@ class FusedLeakyReLU(nn.Module):
 def _register() -> None:
     @torch.library.register_fake("stylegan_cuda::bias_act")
     def _(x, bias, negative_slope, scale):
+        check_same_device("x", x, bias=bias)
         return torch.empty_like(x), x.new_empty(((x.numel() + 31) // 32,), dtype=torch.int32)
 
     @torch.library.register_fake("stylegan_cuda::bias_act_backward")
     def _(grad, positive, y_strides, negative_slope, scale, bias_grad):
+        check_same_device("grad", grad, positive=positive)
         return grad.new_empty_strided(grad.shape, y_strides), grad.new_empty((grad.shape[1],) if bias_grad else (0,))

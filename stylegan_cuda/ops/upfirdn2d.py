@@ -8,7 +8,7 @@ from torch import nn
 
 from .build import on_extension_loaded
 from .dispatch import use_extension
-from .layout import memory_format_of
+from .layout import check_same_device, memory_format_of
 
 MAX_KERNEL_SIZE = 16
 _BINOMIAL_3 = (1.0, 2.0, 1.0)
@@ -88,23 +88,31 @@ def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0, 0, 0), impl: str | None = None
     ``up`` and ``down`` are ints or ``(x, y)`` pairs. The output is
     ``[N, C, (H*upy + y0 + y1 - kh) // downy + 1, (W*upx + x0 + x1 - kw) // downx + 1]`` in the memory format of
     ``x``. The op is linear in ``x``; its gradient is the same op with ``up`` and ``down`` swapped and the kernel
-    flipped, so gradients of every order exist. The kernel takes no gradient.
+    flipped, so gradients of every order exist. The kernel takes no gradient and must be finite: the compiled
+    kernels skip the taps that meet inserted zeros or padding instead of multiplying them, so a NaN or Inf in it
+    would not spread to those outputs as it does in the reference.
     """
     if not use_extension(impl, x.device.type):
         return upfirdn2d_reference(x, kernel, up, down, pad)
     kernel, up, down, pad, _ = _check_args(x, kernel, up, down, pad)
-    return torch.ops.stylegan_cuda.upfirdn2d(x, kernel.to(torch.float32), up, down, pad)
+    kernel = kernel.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return torch.ops.stylegan_cuda.upfirdn2d(x, kernel, up, down, pad)
 
 
 _filters: dict[tuple, torch.Tensor] = {}
 
 
 def _fixed_filter(taps: tuple[float, ...], device: torch.device, gain: float = 1.0) -> torch.Tensor:
-    """``gain * outer(taps, taps) / sum(taps)**2``: made once per device in eager mode, a constant when compiled."""
+    """``gain * outer(taps, taps) / sum(taps)**2``: made once per device in eager mode, a constant when compiled.
+
+    Made outside inference mode, so that a first call under ``torch.inference_mode`` does not cache an inference
+    tensor that later calls with gradients could not save for backward.
+    """
     if not torch.compiler.is_compiling() and (taps, gain, device) in _filters:
         return _filters[(taps, gain, device)]
-    k = torch.tensor(taps, device=device)
-    kernel = torch.outer(k, k) * (gain / sum(taps) ** 2)
+    with torch.inference_mode(False):
+        k = torch.tensor(taps, device=device)
+        kernel = torch.outer(k, k) * (gain / sum(taps) ** 2)
     if not torch.compiler.is_compiling():
         _filters[(taps, gain, device)] = kernel
     return kernel
@@ -172,6 +180,7 @@ class DownsampleAvg2x(_Resample):
 def _register() -> None:
     @torch.library.register_fake("stylegan_cuda::upfirdn2d")
     def _(x, kernel, up, down, pad, flip_kernel=False):
+        check_same_device("x", x, kernel=kernel)
         (up_x, up_y), (down_x, down_y), (pad_x0, pad_x1, pad_y0, pad_y1) = up, down, pad
         kh, kw = kernel.shape
         out_h = (x.shape[2] * up_y + pad_y0 + pad_y1 - kh) // down_y + 1
