@@ -63,6 +63,9 @@ def write_good_images(root):
         ("e_cmyk.jpg", solid("CMYK", portrait, (0, 255, 255, 0)), {"quality": 95}, (255, 0, 0)),
         # 16-bit gray 128 * 257: scaled to 128, not clipped to 255.
         ("f_gray16.png", solid("I;16", landscape, 128 * 257), {}, (128, 128, 128)),
+        # Float in [0, 1] and 32-bit integer in the 16-bit range: scaled, not clipped.
+        ("f_gray_float.tiff", solid("F", portrait, 0.25), {}, (64, 64, 64)),
+        ("f_gray_int32.tiff", solid("I", landscape, 200 * 257), {}, (200, 200, 200)),
         ("h_lossless.webp", solid("RGB", portrait, (20, 200, 60)), {"lossless": True}, (20, 200, 60)),
         ("i_bitmap.bmp", solid("RGB", landscape, (250, 250, 0)), {}, (250, 250, 0)),
         ("k_bilevel.tiff", solid("1", portrait, 1), {}, (255, 255, 255)),
@@ -86,9 +89,18 @@ def write_bad_files(root):
     corrupt[100:] = b"\x00" * (len(corrupt) - 100)
     (root / "bad_corrupt.png").write_bytes(bytes(corrupt))
     (root / "bad_empty.png").write_bytes(b"")
+    solid("F", (16, 16), 255.0).save(root / "bad_float_above_one.tiff")
+    solid("I", (16, 16), 70000).save(root / "bad_int32_above_16_bits.tiff")
     (root / "nested" / "bad_text.jpg").parent.mkdir(exist_ok=True)
     (root / "nested" / "bad_text.jpg").write_text("this is not a JPEG\n")
-    return ["bad_corrupt.png", "bad_empty.png", "bad_truncated.jpg", "nested/bad_text.jpg"]
+    return [
+        "bad_corrupt.png",
+        "bad_empty.png",
+        "bad_float_above_one.tiff",
+        "bad_int32_above_16_bits.tiff",
+        "bad_truncated.jpg",
+        "nested/bad_text.jpg",
+    ]
 
 
 def write_seed_layout_database(path, images_by_size):

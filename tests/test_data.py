@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,6 +182,7 @@ def test_invalid_options_are_errors(messy_folder, tmp_path):
     root, _, _ = messy_folder
     for options, message in [
         ({"sizes": (0, 8)}, "positive"),
+        ({"sizes": (8, 2048)}, "at most 1024"),
         ({"n_worker": 0}, "n_worker"),
         ({"resample": "nearest"}, "unknown resample"),
         ({"image_format": "gif"}, "unknown image format"),
@@ -190,6 +192,8 @@ def test_invalid_options_are_errors(messy_folder, tmp_path):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--out", "x", "--sizes", "8,abc", "y"])
     assert main(["--out", str(tmp_path / "db"), "--max_size", "100", str(root)]) == 2
+    assert main(["--out", str(tmp_path / "db"), "--max_size", "2048", str(root)]) == 2
+    assert not (tmp_path / "db").exists()
 
 
 def test_unwritable_output_is_an_error_and_keeps_nothing(messy_folder, tmp_path, monkeypatch):
@@ -229,29 +233,47 @@ def test_demo_images_are_real_shipped_images(tmp_path):
     assert report.count == len(paths) and not report.skipped
 
 
+# prepare_data.py whose encoding takes 0.1 s per image and kills its process on the image named $DIE_ON.
 SLOW_BUILD = textwrap.dedent(
     """
-    import sys, time
+    import os, signal, sys, time
     import stylegan_cuda.data.prepare as prepare
     encode = prepare.encode_all_sizes
-    def slow_encode(*args, **kwargs):
-        time.sleep(0.05)
-        return encode(*args, **kwargs)
+    def slow_encode(path, options):
+        time.sleep(0.1)
+        if path.name == os.environ.get("DIE_ON"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return encode(path, options)
     prepare.encode_all_sizes = slow_encode
     sys.exit(prepare.main(sys.argv[1:]))
     """
 )
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT])
-def test_interrupted_build_leaves_no_database_claiming_images(tmp_path, stop_signal):
-    root = tmp_path / "images"
+def write_numbered_images(root, count=60):
+    """``count`` small PNGs ``000.png``, ``001.png``, ... under ``root``."""
     root.mkdir()
-    for index in range(60):
+    for index in range(count):
         Image.new("RGB", (12, 12), (index * 4, 0, 0)).save(root / f"{index:03d}.png")
+
+
+def slow_build_command(out, root, n_worker):
+    """The command line of a ``SLOW_BUILD`` of ``root`` into ``out``."""
+    options = ["--out", str(out), "--sizes", "4,8", "--n_worker", str(n_worker), str(root)]
+    return [sys.executable, "-c", SLOW_BUILD, *options]
+
+
+@pytest.mark.parametrize(
+    "stop_signal, n_worker",
+    [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGINT, 2), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
+)
+def test_interrupted_build_leaves_no_database_claiming_images(tmp_path, stop_signal, n_worker):
+    root = tmp_path / "images"
+    write_numbered_images(root)
     out, partial = tmp_path / "db", tmp_path / "db.partial"
-    command = [sys.executable, "-c", SLOW_BUILD, "--out", str(out), "--sizes", "4,8", "--n_worker", "1", str(root)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        slow_build_command(out, root, n_worker), cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while not partial.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -260,9 +282,10 @@ def test_interrupted_build_leaves_no_database_claiming_images(tmp_path, stop_sig
     process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=30)
     assert not out.exists()
-    if stop_signal == signal.SIGINT:
-        assert process.returncode == 130 and "interrupted" in stderr
-        assert not partial.exists()
+    if stop_signal != signal.SIGKILL:
+        assert process.returncode == 128 + stop_signal, stderr
+        assert f"interrupted by {stop_signal.name}; nothing was written" in stderr
+        assert "Traceback" not in stderr and not partial.exists()
     else:
         assert partial.exists()
         with pytest.raises(ValueError, match="no 'length' key"):
@@ -270,6 +293,37 @@ def test_interrupted_build_leaves_no_database_claiming_images(tmp_path, stop_sig
     report = prepare_database(root, out, sizes=(4, 8), stream=io.StringIO())
     assert report.count == 60 and not partial.exists()
     assert len(MultiResolutionDataset(out, resolution=8)) == 60
+
+
+def test_dead_worker_ends_the_build_with_an_error(tmp_path):
+    root = tmp_path / "images"
+    write_numbered_images(root, count=20)
+    out = tmp_path / "db"
+    result = subprocess.run(
+        slow_build_command(out, root, n_worker=2), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DIE_ON": "005.png"},
+    )
+    assert result.returncode == 2
+    assert "error: a worker process died" in result.stderr and "nothing was kept" in result.stderr
+    assert not out.exists() and not (tmp_path / "db.partial").exists()
+
+
+def test_signal_while_the_database_is_replaced_waits_for_it(messy_folder, tmp_path, monkeypatch, capsys):
+    root, expected, _ = messy_folder
+    out = tmp_path / "db"
+    assert main(["--out", str(out), "--sizes", "4", str(root)]) == 0
+    remove_tree = shutil.rmtree
+
+    def interrupted_rmtree(path, *args, **kwargs):
+        if Path(path) == out:
+            os.kill(os.getpid(), signal.SIGINT)
+        remove_tree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted_rmtree)
+    assert main(["--out", str(out), "--sizes", "4,8", "--overwrite", str(root)]) == 0
+    assert "SIGINT arrived while" in capsys.readouterr().err
+    assert MultiResolutionDataset(out, resolution=8).resolutions == [4, 8]
+    assert not (tmp_path / "db.partial").exists()
 
 
 def test_dataset_errors_name_the_problem(messy_database, tmp_path):

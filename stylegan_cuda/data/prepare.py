@@ -5,10 +5,12 @@ RGB, its centred square is resized to each requested size and stored encoded
 under the seed's keys (see ``layout``). Unreadable files are skipped and
 reported. The database is built beside the output path and moved into place
 only when complete, so an interrupted run never leaves a database that claims
-images it does not hold.
+images it does not hold. SIGINT and SIGTERM (``main``) stop the build and
+delete the unfinished copy; the final move into place is not interrupted.
 """
 
 import argparse
+import contextlib
 import functools
 import io
 import multiprocessing
@@ -16,7 +18,10 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -40,8 +45,12 @@ RESAMPLE_FILTERS = {
 IMAGE_FORMATS = ("jpeg", "png")
 SMALLEST_DEFAULT_SIZE = 8
 DEFAULT_MAX_SIZE = 1024
-# Modes Pillow clips (instead of scaling) when converting to 8-bit RGB.
-SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+LARGEST_SIZE = 1024  # the models' largest resolution
+# Modes Pillow clips (instead of scaling) when converting to 8 bits, with the
+# value that maps to white: 16-bit integers (Pillow opens some as "I") and
+# floats in [0, 1]. Values outside [0, white] make the image skipped.
+HIGH_DEPTH_WHITE = {"I": 65535, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "F": 1.0}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LMDB_FILES = frozenset({"data.mdb", "lock.mdb"})
 INITIAL_MAP_SIZE = 64 * 1024**2
 COMMIT_BYTES = 64 * 1024**2
@@ -51,10 +60,53 @@ class PrepareError(Exception):
     """Bad input or output path; the message names the problem."""
 
 
+class StopSignal(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the build (see ``raising_stop_signals``)."""
+
+    def __init__(self, signum):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+@contextlib.contextmanager
+def handling_stop_signals(handler):
+    """While entered in the main thread, SIGINT and SIGTERM call ``handler(signum, frame)``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, saved in previous.items():
+            signal.signal(signum, saved)
+
+
+def raise_stop_signal(signum, frame):
+    """Signal handler: raise ``StopSignal``."""
+    raise StopSignal(signum)
+
+
+def raising_stop_signals():
+    """While entered in the main thread, SIGINT and SIGTERM raise ``StopSignal``."""
+    return handling_stop_signals(raise_stop_signal)
+
+
+@contextlib.contextmanager
+def deferred_stop_signals():
+    """While entered, SIGINT and SIGTERM are only recorded, in the list it yields."""
+    received = []
+    with handling_stop_signals(lambda signum, frame: received.append(signum)):
+        yield received
+
+
 def default_sizes(max_size=DEFAULT_MAX_SIZE):
     """Powers of two from 8 up to ``max_size`` (which must be one of them)."""
-    if max_size < SMALLEST_DEFAULT_SIZE or max_size & (max_size - 1):
-        raise PrepareError(f"the largest size must be a power of two of at least 8, got {max_size}")
+    if not SMALLEST_DEFAULT_SIZE <= max_size <= LARGEST_SIZE or max_size & (max_size - 1):
+        raise PrepareError(
+            f"the largest size must be a power of two from {SMALLEST_DEFAULT_SIZE} to {LARGEST_SIZE}, got {max_size}"
+        )
     return tuple(2**power for power in range(3, max_size.bit_length()))
 
 
@@ -77,21 +129,35 @@ def find_image_files(root):
 def load_rgb(path):
     """Decode ``path`` fully into an 8-bit RGB image.
 
-    EXIF orientation is applied, 16-bit images are scaled (not clipped) to
-    8 bits and transparent pixels are composited onto white. Raises whatever
-    Pillow raises for an unreadable or truncated file.
+    EXIF orientation is applied, 16-bit and float images are scaled (not
+    clipped) to 8 bits and transparent pixels are composited onto white.
+    Raises whatever Pillow raises for an unreadable or truncated file, and
+    ``ValueError`` for a 32-bit or float image out of range.
     """
     with Image.open(path) as opened:
         opened.load()
         image = ImageOps.exif_transpose(opened)
-    if image.mode in SIXTEEN_BIT_MODES:
-        scaled = np.round(np.asarray(image, dtype=np.float64) / 257.0)
-        image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8))
+    if image.mode in HIGH_DEPTH_WHITE:
+        image = scale_to_eight_bits(image)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
     return image.convert("RGB")
+
+
+def scale_to_eight_bits(image):
+    """A one-channel high-depth ``image`` as 8-bit "L": 0 stays black, its mode's white becomes 255."""
+    white = HIGH_DEPTH_WHITE[image.mode]
+    pixels = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(pixels).all():
+        raise ValueError(f"mode {image.mode} image with NaN or infinite pixel values")
+    if pixels.min() < 0 or pixels.max() > white:
+        raise ValueError(
+            f"mode {image.mode} image with pixel values in [{pixels.min():g}, {pixels.max():g}], "
+            f"outside [0, {white:g}]; convert it to 8 or 16 bits"
+        )
+    return Image.fromarray(np.round(pixels * (255 / white)).astype(np.uint8))
 
 
 def resize_center_square(image, size, resample):
@@ -149,23 +215,38 @@ def encode_all_sizes(path, options):
     return EncodedImage(encoded, min(image.size), None)
 
 
-def _ignore_interrupt():
-    """Pool initializer: Ctrl-C is handled by the parent, which stops the pool."""
+def _leave_stop_signals_to_parent():
+    """Worker initializer: Ctrl-C is handled by the parent, which stops the workers; SIGTERM ends quietly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def encode_in_order(paths, options, n_worker):
     """Yield ``(path, encode_all_sizes(path))`` in order, computed on ``n_worker`` processes.
 
-    Closing the generator early stops the worker processes.
+    Closing the generator early stops the worker processes; a worker that dies
+    (e.g. killed by the out-of-memory killer) raises ``PrepareError``.
     """
     encode = functools.partial(encode_all_sizes, options=options)
     if n_worker == 1:
         yield from zip(paths, map(encode, paths))
         return
-    with multiprocessing.get_context().Pool(n_worker, initializer=_ignore_interrupt) as pool:
-        for path, result in zip(paths, pool.imap(encode, paths, chunksize=4)):
+    executor = ProcessPoolExecutor(
+        n_worker, mp_context=multiprocessing.get_context(), initializer=_leave_stop_signals_to_parent
+    )
+    try:
+        results = executor.map(encode, paths, chunksize=4)
+        for path in paths:
+            try:
+                result = next(results)
+            except BrokenProcessPool:
+                raise PrepareError(
+                    f"a worker process died (killed by the system, perhaps out of memory) while "
+                    f"decoding {path} or one of the images after it; nothing was kept"
+                ) from None
             yield path, result
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 class LmdbWriter:
@@ -262,8 +343,11 @@ def remove_unfinished_build(partial_path, stream):
 
 def validate_options(sizes, n_worker, resample, image_format):
     """Raise ``PrepareError`` for an option out of range."""
-    if not sizes or any(size < 1 for size in sizes):
-        raise PrepareError(f"sizes must be positive integers, got {list(sizes)}")
+    if not sizes or any(not 1 <= size <= LARGEST_SIZE for size in sizes):
+        raise PrepareError(
+            f"sizes must be positive integers of at most {LARGEST_SIZE} (the models' largest "
+            f"resolution), got {list(sizes)}"
+        )
     if n_worker < 1:
         raise PrepareError(f"--n_worker must be at least 1, got {n_worker}")
     if resample not in RESAMPLE_FILTERS:
@@ -288,6 +372,8 @@ def prepare_database(
     ``sizes`` defaults to 8, 16, ..., 1024. Progress and one line per skipped
     file go to ``stream`` (stderr by default). Returns a ``PrepareReport``;
     raises ``PrepareError`` for bad input or when no image could be read.
+    An interruption deletes the unfinished build; one that arrives while the
+    finished database replaces ``out_path`` waits for it and is only reported.
     """
     sizes = tuple(sorted(set(default_sizes() if sizes is None else sizes)))
     validate_options(sizes, n_worker, resample, image_format)
@@ -334,17 +420,23 @@ def prepare_database(
         writer.put(LENGTH_KEY, str(report.count).encode("utf-8"))
         writer.commit()
     except BaseException as error:
-        results.close()
-        writer.close()
-        shutil.rmtree(partial_path, ignore_errors=True)
+        with deferred_stop_signals() as received:
+            results.close()
+            writer.close()
+            shutil.rmtree(partial_path, ignore_errors=True)
+        if received and not isinstance(error, KeyboardInterrupt):  # e.g. a SIGTERM that also killed a worker
+            raise StopSignal(received[0]) from error
         if isinstance(error, (OSError, lmdb.Error)):  # e.g. the disk is full
             raise PrepareError(f"writing {out_path} failed, nothing was kept: {error}") from error
         raise
     writer.close()
     check_output_path(out_path, overwrite)
-    if out_path.exists():
-        shutil.rmtree(out_path)
-    os.replace(partial_path, out_path)
+    with deferred_stop_signals() as received:
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        os.replace(partial_path, out_path)
+    for signum in received:
+        stream.write(f"{signal.Signals(signum).name} arrived while {out_path} was moved into place; it is complete\n")
     report.seconds = time.perf_counter() - start
     return report
 
@@ -355,8 +447,6 @@ def parse_sizes(text):
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if any(size < 1 for size in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return sizes
 
 
@@ -399,21 +489,24 @@ def build_parser():
 def main(argv=None):
     """Entry point of ``prepare_data.py``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    report = None
     try:
-        report = prepare_database(
-            args.dataset_path,
-            args.out,
-            sizes=args.sizes or default_sizes(args.max_size),
-            n_worker=args.n_worker,
-            resample=args.resample,
-            image_format=args.image_format,
-            overwrite=args.overwrite,
-        )
+        with raising_stop_signals():
+            report = prepare_database(
+                args.dataset_path,
+                args.out,
+                sizes=args.sizes or default_sizes(args.max_size),
+                n_worker=args.n_worker,
+                resample=args.resample,
+                image_format=args.image_format,
+                overwrite=args.overwrite,
+            )
+            print(report.summary())
     except PrepareError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; nothing was written to {args.out}", file=sys.stderr)
-        return 130
-    print(report.summary())
+    except StopSignal as stop:
+        outcome = f"nothing was written to {args.out}" if report is None else f"{args.out} is complete"
+        print(f"\ninterrupted by {stop.name}; {outcome}", file=sys.stderr)
+        return 128 + stop.signum
     return 0
