@@ -8,7 +8,8 @@ either, infers each network's configuration from its keys and shapes, and return
 
 Every file is read with ``torch.load(weights_only=True)``: loading a checkpoint never runs code. Every state dict
 is checked in full before a model is touched: a missing, unexpected or misshapen key raises
-:class:`CheckpointError` naming the first such key, never leaving a half-loaded model.
+:class:`CheckpointError` naming the first such key, never leaving a half-loaded model; so does a file of this project
+whose structure is wrong (``models`` not a dict, an entry without ``config``, a training state without ``progress``).
 """
 
 from __future__ import annotations
@@ -60,9 +61,21 @@ def find(path) -> Path:
     return path
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_PROTOCOL = b"\x80"  # the legacy format: a pickle of protocol 2 or later
+
+
 def read(path) -> object:
     """``torch.load(path, weights_only=True)`` onto the CPU: loading never runs code. A file that cannot be read, or is
     not a PyTorch file of tensors and plain containers, raises :class:`CheckpointError` saying which and why."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)  # enough to show what the file is
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from error
+    if head and not head.startswith((_ZIP_MAGIC, _PICKLE_PROTOCOL)):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: torch.save writes a ZIP archive (or, before "
+                              f"PyTorch 1.6, a pickle), and this file begins with {head!r}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:
@@ -73,12 +86,13 @@ def read(path) -> object:
 
 def _load_failure(error: Exception) -> str:
     """The reason in torch.load's error, without its advice to load with ``weights_only=False`` (which would run
-    whatever code the file holds)."""
+    whatever code the file holds) and without the advice that follows the ZIP reader's errors."""
     if isinstance(error, EOFError):
         return "the file is empty or cut short"
     text = str(error) or type(error).__name__
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1]
+    text = text.split(" This is an internal miniz error.", 1)[0]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
 
@@ -382,7 +396,7 @@ def _check_state(model: nn.Module, state: dict) -> None:
 def load(path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
     """Read a checkpoint written by :func:`save`: ``{"generator", "discriminator", "g_running"}``, ``None`` if absent.
 
-    Other top-level entries (a trainer's state) are left to their readers.
+    A trainer's state (``training``) is checked by :func:`check_training_state`, then left to its readers.
     """
     return load_from_data(read(path), path, impl)
 
@@ -393,15 +407,70 @@ def load_from_data(data: object, path, impl: str | None = "auto") -> dict[str, n
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (for the seed's files use load_rosinality)")
     if data.get("version") != VERSION:
         raise CheckpointError(f"{path} has version {data.get('version')!r}; this code reads version {VERSION}")
+    entries = data.get("models")
+    if not isinstance(entries, dict):
+        raise CheckpointError(f"{path}: 'models' is of type {type(entries).__name__}, not a dict of model entries")
+    if data.get("training") is not None:
+        check_training_state(data["training"], path)
     models = dict.fromkeys(MODEL_NAMES)
-    for name, entry in data.get("models", {}).items():
+    for name, entry in entries.items():
         if name not in MODEL_NAMES or not isinstance(entry, dict) or entry.get("kind") not in _KINDS:
             raise CheckpointError(f"{path}: {name!r} is not a model entry of this project")
+        for key in ("config", "state_dict"):
+            if not isinstance(entry.get(key), dict):
+                raise CheckpointError(f"{path}: {name}: {key!r} is missing or not a dict")
         try:
             model = _KINDS[entry["kind"]](**entry["config"], impl=impl)
+        except (TypeError, ValueError, RuntimeError, ArithmeticError) as error:
+            raise CheckpointError(f"{path}: {name}: its config does not make a model: {error}") from error
+        try:
             _check_state(model, entry["state_dict"])
-        except (TypeError, ValueError) as error:
+        except CheckpointError as error:
             raise CheckpointError(f"{path}: {name}: {error}") from error
         model.load_state_dict(entry["state_dict"])
         models[name] = model
     return models
+
+
+# The entries of train.py's training state that its readers (train.py --resume, generate.py) use, and their types:
+# required, optional (absent or None), and those of its "progress".
+_NUMBER = (int, float)
+_TRAINING_ENTRIES = {"iteration": int, "data_position": int, "progress": dict, "args": dict, "g_optimizer": dict,
+                     "d_optimizer": dict}
+_OPTIONAL_TRAINING_ENTRIES = {"alpha": _NUMBER, "last_alpha": _NUMBER, "rng": list, "g_scaler": dict,
+                              "d_scaler": dict}
+_PROGRESS_ENTRIES = {"step": int, "used_sample": int, "final": bool}
+
+
+def check_training_state(training: object, path) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` and the first entry of train.py's training state that is
+    missing, of the wrong type or out of range, so that no reader meets a half-valid state."""
+    if not isinstance(training, dict):
+        raise CheckpointError(f"{path}: 'training' is of type {type(training).__name__}, not train.py's training state")
+    optional = {key: kind for key, kind in _OPTIONAL_TRAINING_ENTRIES.items() if training.get(key) is not None}
+    _check_types(training, {**_TRAINING_ENTRIES, **optional}, "", path)
+    progress = training["progress"]
+    _check_types(progress, _PROGRESS_ENTRIES, "progress.", path)
+    counts = {"iteration": training["iteration"], "data_position": training["data_position"],
+              "progress.used_sample": progress["used_sample"]}
+    for name, value in counts.items():
+        if value < 0:
+            raise CheckpointError(f"{path}: the training state's {name} is {value}, not a count")
+    if not 0 <= progress["step"] <= MAX_STEP:
+        raise CheckpointError(f"{path}: the training state's progress.step is {progress['step']}: steps are 0 to "
+                              f"{MAX_STEP} ({RESOLUTIONS[0]} to {RESOLUTIONS[-1]} px)")
+    for name in ("alpha", "last_alpha"):
+        if name in optional and not 0 <= training[name] <= 1:
+            raise CheckpointError(f"{path}: the training state's {name} is {training[name]}, not a fade-in weight "
+                                  "from 0 to 1")
+
+
+def _check_types(entries: dict, types: dict[str, type | tuple[type, ...]], prefix: str, path) -> None:
+    for key, kind in types.items():
+        if key not in entries:
+            raise CheckpointError(f"{path}: the training state has no {prefix}{key}")
+        value = entries[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            expected = "number" if kind is _NUMBER else kind.__name__
+            raise CheckpointError(f"{path}: the training state's {prefix}{key} is of type {type(value).__name__}, "
+                                  f"expected {expected}")

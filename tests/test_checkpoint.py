@@ -20,6 +20,7 @@ from stylegan_cuda.checkpoint import CheckpointError, load_rosinality
 from stylegan_cuda.convert import main as convert_main
 from stylegan_cuda.models import MAX_STEP, RESOLUTIONS, Discriminator, StyledGenerator
 from stylegan_cuda.train.step import make_optimizers
+from stylegan_cuda.train.trainer import TRAINING_KIND, TRAINING_VERSION, read_resume
 from test_models import BATCH, CODE_DIM, TINY, assert_close_scaled, randomize
 
 SEED_TINY = dict(code_dim=CODE_DIM, n_mlp=3, **TINY)
@@ -201,6 +202,14 @@ def test_convert_command_and_own_format(tmp_path):
     for output in (tmp_path / "a_folder", tmp_path / "missing" / "x.pt"):
         assert convert_main([str(source), str(output)]) == 2
     assert convert_main([str(target), str(tmp_path / "again.pt")]) == 2  # ours, not the seed's
+    # An existing output is replaced only with --overwrite; the input never.
+    before = source.read_bytes()
+    for argv in ([source, source], [source, source, "--overwrite"], [source, target]):
+        assert convert_main([str(arg) for arg in argv]) == 2
+    assert source.read_bytes() == before and checkpoint.load(target, impl="reference")["generator"] is not None
+    checkpoint.save(target, discriminator=loaded["discriminator"])
+    assert convert_main([str(source), str(target), "--overwrite"]) == 0
+    assert checkpoint.load(target, impl="reference")["generator"] is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder", "converted.pt", "train_step-2.model"]
     assert not any((tmp_path / "a_folder").iterdir())
     # A model of this project round-trips through save / load.
@@ -267,7 +276,9 @@ def test_unreadable_files_say_why_without_unsafe_advice(tmp_path):
     (tmp_path / "text.pt").write_text("not a checkpoint")
     (tmp_path / "empty.pt").write_bytes(b"")
     torch.save({"generator": _NotATensor()}, tmp_path / "object.pt")
-    reasons = {"text.pt": "Unsupported operand", "empty.pt": "empty or cut short", "object.pt": "_NotATensor"}
+    reasons = {"text.pt": "is not a PyTorch checkpoint: torch.save writes a ZIP archive (or, before PyTorch 1.6, a "
+                          "pickle), and this file begins with b'not a checkpoint'",
+               "empty.pt": "empty or cut short", "object.pt": "_NotATensor"}
     for name, reason in reasons.items():
         with pytest.raises(CheckpointError) as raised:
             checkpoint.read(tmp_path / name)
@@ -285,3 +296,62 @@ def test_own_file_with_wrong_shapes(tmp_path):
     torch.save(data, path)
     with pytest.raises(CheckpointError, match="'linear.weight' has shape"):
         checkpoint.load(path, impl="reference")
+
+
+def _train_checkpoint_data(path):
+    """The data of a train.py checkpoint of tiny models (written to ``path`` first)."""
+    generator = StyledGenerator(impl="reference", **SEED_TINY)
+    discriminator = Discriminator(impl="reference", **TINY)
+    checkpoint.save(path, generator=generator, g_running=generator, discriminator=discriminator)
+    data = torch.load(path, weights_only=True)
+    data["training"] = {"kind": TRAINING_KIND, "version": TRAINING_VERSION, "iteration": 3, "data_position": 12,
+                        "progress": {"step": 1, "used_sample": 12, "final": False, "fade_init": False},
+                        "alpha": 0.5, "last_alpha": 0.5, "args": {}, "g_optimizer": {}, "d_optimizer": {}, "rng": []}
+    return data
+
+
+DELETE = object()
+# (the keys leading to an entry, its new value or DELETE, the error's message)
+BAD_STRUCTURES = {
+    "models_int": (("models",), 5, "'models' is of type int, not a dict of model entries"),
+    "no_config": (("models", "generator", "config"), DELETE, "generator: 'config' is missing or not a dict"),
+    "state_dict_list": (("models", "g_running", "state_dict"), [1], "g_running: 'state_dict' is missing"),
+    "config_no_model": (("models", "generator", "config", "code_dim"), 0, "generator: its config does not make a "
+                        "model"),
+    "training_int": (("training",), 7, "'training' is of type int, not train.py's training state"),
+    "no_progress": (("training", "progress"), DELETE, "the training state has no progress"),
+    "no_step": (("training", "progress", "step"), DELETE, "the training state has no progress.step"),
+    "step_too_large": (("training", "progress", "step"), 42, "progress.step is 42: steps are 0 to 8"),
+    "step_negative": (("training", "progress", "step"), -1, "progress.step is -1: steps are 0 to 8"),
+    "step_text": (("training", "progress", "step"), "1", "progress.step is of type str, expected int"),
+    "iteration_negative": (("training", "iteration"), -1, "iteration is -1, not a count"),
+    "alpha_large": (("training", "alpha"), 2.0, "alpha is 2.0, not a fade-in weight from 0 to 1"),
+    "rng_int": (("training", "rng"), 5, "rng is of type int, expected list"),
+    "args_list": (("training", "args"), [], "args is of type list, expected dict"),
+}
+
+
+def test_a_train_checkpoint_of_the_right_structure(tmp_path):
+    path = tmp_path / "good.pt"
+    torch.save(_train_checkpoint_data(path), path)
+    assert read_resume(path, impl="reference").training["progress"]["step"] == 1
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STRUCTURES))
+def test_wrong_structure_names_the_file_and_the_entry(tmp_path, case):
+    """Valid pickles of the wrong structure: a CheckpointError for every reader, never a KeyError or IndexError."""
+    (*parents, last), value, message = BAD_STRUCTURES[case]
+    path = tmp_path / f"{case}.pt"
+    data = _train_checkpoint_data(path)
+    entry = data
+    for key in parents:
+        entry = entry[key]
+    if value is DELETE:
+        del entry[last]
+    else:
+        entry[last] = value
+    torch.save(data, path)
+    for read in (lambda: checkpoint.load(path, impl="reference"), lambda: read_resume(path, impl="reference")):
+        with pytest.raises(CheckpointError) as raised:
+            read()
+        assert str(raised.value).startswith(str(path)) and message in str(raised.value)

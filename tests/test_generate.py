@@ -16,6 +16,7 @@ from stylegan_cuda.data.demo import write_demo_images
 from stylegan_cuda.generate import GenerateError, Sampler, load_generator, make_grid, parse_mixing_ranges
 from stylegan_cuda.generate import cli
 from stylegan_cuda.generate.cli import main
+from stylegan_cuda.generate.sampling import MAX_SEED
 from stylegan_cuda.models import StyledGenerator
 from stylegan_cuda.train.trainer import Trainer, make_config
 
@@ -160,3 +161,48 @@ def test_bad_inputs(train_checkpoint, tmp_path, capsys):
     assert "--device gpu: expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
     assert parse_mixing_ranges(["0,1", "middle"], step=3) == [("0-1", (0, 1)), ("middle", (2, 3))]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--truncation", "inf", "truncation must be a finite number >= 0, got inf"),
+    ("--truncation", "nan", "truncation must be a finite number >= 0, got nan"),
+    ("--truncation", "-0.5", "truncation must be a finite number >= 0, got -0.5"),
+    ("--seed", "99999999999999999999", f"seed must be from 0 to {MAX_SEED}"),
+    ("--seed", "-1", f"seed must be from 0 to {MAX_SEED}"),
+    ("--batch", "0", "batch must be >= 1, got 0"),
+    ("--n_mean", "0", "n_mean must be >= 1, got 0"),
+])
+def test_bad_numbers_are_errors_before_out_is_made(train_checkpoint, tmp_path, capsys, option, value, message):
+    assert main([str(train_checkpoint), "--out", str(tmp_path / "never"), option, value, "--device", "cpu"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_the_largest_seed(train_checkpoint):
+    images = Sampler(load_generator(train_checkpoint), truncation=0.7, seed=MAX_SEED, n_mean=64).sample(2)
+    assert images.isfinite().all()
+
+
+def test_non_finite_generators_write_no_image(train_checkpoint, tmp_path, capsys):
+    data = torch.load(train_checkpoint, weights_only=True)
+    data["models"]["g_running"]["state_dict"]["synthesis.to_rgb.0.bias"][0] = float("nan")
+    torch.save(data, tmp_path / "diverged.pt")
+    assert main([str(tmp_path / "diverged.pt"), "--out", str(tmp_path / "never"), "--device", "cpu"]) == 2
+    assert "diverged.pt: its EMA generator has NaN or infinite weights" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    # Finite weights that overflow draw infinite pixels: an error too, not a black or white grid.
+    loaded = load_generator(train_checkpoint)
+    with torch.no_grad():
+        for parameter in loaded.model.synthesis.to_rgb.parameters():
+            parameter.fill_(3e38)
+    with pytest.raises(GenerateError, match=f"the generator of {train_checkpoint} drew NaN or infinite pixels"):
+        Sampler(loaded, n_mean=64).sample(2)
+
+
+def test_checkpoint_of_the_wrong_structure(train_checkpoint, tmp_path, capsys):
+    data = torch.load(train_checkpoint, weights_only=True)
+    data["training"]["progress"]["step"] = 42
+    torch.save(data, tmp_path / "bad_step.pt")
+    assert main([str(tmp_path / "bad_step.pt"), "--out", str(tmp_path / "never"), "--device", "cpu"]) == 2
+    assert "bad_step.pt: the training state's progress.step is 42: steps are 0 to 8" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

@@ -29,14 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_col", type=int, default=5, help="columns of the sample grid; sources of a mixing grid "
                    "(default 5)")
     p.add_argument("--truncation", type=float, default=0.7,
-                   help="style = mean + truncation * (style - mean); 1 = none (default 0.7)")
+                   help="style = mean + truncation * (style - mean), a finite number >= 0; 1 = none (default 0.7)")
     p.add_argument("--n_mixing", type=int, default=4, help="style-mixing grids per range (default 4; the seed: 20)")
     p.add_argument("--mixing_range", action="append", metavar="LO,HI|coarse|middle|fine|all",
                    help="blocks taking the source's styles (block i = 4 * 2**i px); repeatable; default 0,1 as the "
                         "seed; coarse = 0,1, middle = 2,3, fine = 4,8; all = the three that exist")
     p.add_argument("--noise", choices=("fixed", "random"), default="fixed",
                    help="fixed: one noise map shared by every image (default); random: per image")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latents and noise (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents and noise, 0 to 2**63 - 1 (default 0)")
     p.add_argument("--n_mean", type=int, default=10 * 1024, help="latents averaged for the mean style (default 10240)")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, cuda:N")
@@ -51,8 +51,6 @@ def generate(args) -> list[Path]:
             raise GenerateError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.n_mixing < 0:
         raise GenerateError(f"--n_mixing must be >= 0, got {args.n_mixing}")
-    if not 0 <= args.truncation:
-        raise GenerateError(f"--truncation must be >= 0, got {args.truncation}")
     try:
         device = resolve_device(args.device)
     except DeviceError as error:
@@ -67,14 +65,14 @@ def generate(args) -> list[Path]:
         if height * width > MAX_GRID_PIXELS:
             raise GenerateError(f"--n_row {args.n_row} x --n_col {args.n_col} at {loaded.resolution} px make a "
                                 f"{width} x {height} grid: more than {MAX_GRID_PIXELS} pixels")
+    print(f"{args.checkpoint}: {loaded.description}")
+    sampler = Sampler(loaded, truncation=args.truncation, seed=args.seed, noise=args.noise, batch=args.batch,
+                      n_mean=args.n_mean, device=device)  # checks its options before --out is made
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise GenerateError(f"--out {out}: {error}") from None
-    print(f"{args.checkpoint}: {loaded.description}")
-    sampler = Sampler(loaded, truncation=args.truncation, seed=args.seed, noise=args.noise, batch=args.batch,
-                      n_mean=args.n_mean, device=device)
     written = [_save(sampler.sample(args.n_row * args.n_col), out / "sample.png", ncol=args.n_col)]
     single = args.mixing_range is None or len(ranges) == 1
     for label, mixing_range in ranges:

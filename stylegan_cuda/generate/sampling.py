@@ -8,7 +8,9 @@ images on every device.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from pathlib import Path
 
 import torch
 
@@ -18,6 +20,7 @@ from ..models.widths import MAX_STEP, RESOLUTIONS
 # Block ranges of the StyleGAN paper's style-mixing figure: coarse 4-8 px, middle 16-32 px, fine 64-1024 px.
 NAMED_RANGES = {"coarse": (0, 1), "middle": (2, 3), "fine": (4, MAX_STEP)}
 SEED_RANGE = (0, 1)
+MAX_SEED = 2**63 - 1  # seed, seed + 1 and seed + 2 seed torch generators, which take at most 2**64 - 1
 
 
 class GenerateError(ValueError):
@@ -30,6 +33,7 @@ class LoadedGenerator:
     step: int
     alpha: float
     description: str
+    path: Path  # the checkpoint, for the error messages
 
     @property
     def resolution(self) -> int:
@@ -67,10 +71,11 @@ def load_generator(path, size: int | None = None, impl: str | None = "auto", dev
     alpha, resolution = 1.0, None
     if data.get("format") == ckpt.FORMAT:
         models = ckpt.load_from_data(data, path, impl=impl)
-        training = data.get("training")
-        if isinstance(training, dict) and "progress" in training:
-            resolution = RESOLUTIONS[int(training["progress"]["step"])]
-            alpha = float(training.get("alpha", 1.0))
+        training = data.get("training")  # checked by load_from_data
+        if training is not None:
+            resolution = RESOLUTIONS[training["progress"]["step"]]
+            if training.get("alpha") is not None:
+                alpha = float(training["alpha"])
         kind = "train.py checkpoint" if resolution else "stylegan_cuda checkpoint"
     else:
         models = ckpt.rosinality_from_data(data, path, impl=impl)
@@ -83,6 +88,9 @@ def load_generator(path, size: int | None = None, impl: str | None = "auto", dev
         (models["generator"], "generator")
     if model is None:
         raise GenerateError(f"{path} holds no generator (only a discriminator)")
+    if not all(bool(tensor.isfinite().all()) for tensor in model.state_dict().values()):
+        raise GenerateError(f"{path}: its {which} has NaN or infinite weights (did its training diverge?): no "
+                            "image can be drawn from it")
     if resolution is None:
         if size is None:
             raise GenerateError(f"{path} does not record the resolution its generator was trained to: pass --size")
@@ -90,7 +98,7 @@ def load_generator(path, size: int | None = None, impl: str | None = "auto", dev
     _check_size(size, resolution, path)
     step = _step_of_size(resolution)
     model = model.to(device).eval().requires_grad_(False)
-    return LoadedGenerator(model, step, alpha, f"{which} of a {kind}, {resolution} px, alpha {alpha:g}")
+    return LoadedGenerator(model, step, alpha, f"{which} of a {kind}, {resolution} px, alpha {alpha:g}", path)
 
 
 def cpu_generator(seed: int) -> torch.Generator:
@@ -127,8 +135,13 @@ class Sampler:
     def __post_init__(self):
         if self.noise not in ("fixed", "random"):
             raise GenerateError(f"noise must be fixed or random, got {self.noise!r}")
-        if self.batch < 1:
-            raise GenerateError(f"batch must be >= 1, got {self.batch}")
+        for name in ("batch", "n_mean"):
+            if getattr(self, name) < 1:
+                raise GenerateError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise GenerateError(f"seed must be from 0 to {MAX_SEED} (2**63 - 1), got {self.seed}")
+        if not (math.isfinite(self.truncation) and self.truncation >= 0):
+            raise GenerateError(f"truncation must be a finite number >= 0, got {self.truncation}")
         self.generator = cpu_generator(self.seed)
         self.mean = None
         if self.truncation != 1:
@@ -159,7 +172,11 @@ class Sampler:
             out.append(self.loaded.model(inputs, noise=[n[part].to(self.device) for n in noise],
                                          step=self.loaded.step, alpha=self.loaded.alpha,
                                          mixing_range=tuple(mixing_range), **kwargs).float().cpu())
-        return torch.cat(out)
+        images = torch.cat(out)
+        if not images.isfinite().all():
+            raise GenerateError(f"the generator of {self.loaded.path} drew NaN or infinite pixels at truncation "
+                                f"{self.truncation:g}: refusing to write them")
+        return images
 
     def sample(self, count: int) -> torch.Tensor:
         return self.images(self.latents(count))
