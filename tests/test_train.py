@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lmdb
 import pytest
 import torch
 
@@ -100,6 +101,15 @@ def test_batches_cover_epochs_and_resume_mid_stream():
     ranks = [ResumableBatches(5, 3, 1, 8, rank=r, world_size=2).epoch_keys(0) for r in range(2)]
     assert set(k // 2 for k in torch.cat(ranks).tolist()) == set(range(5))  # 5 images padded to 2 x 3
     assert len(ranks[0]) == len(ranks[1]) == 3
+
+
+def test_batches_of_any_accepted_seed():
+    """Seeds up to 2**32 - 1 (--seed's range) give an order; small ones the same order as before, so that the
+    checkpoints of earlier runs resume with their data order."""
+    old_order = torch.randperm(6, generator=torch.Generator().manual_seed((7 * 1_000_003 + 16) * 65_537 + 3))
+    assert torch.equal(ResumableBatches(6, 4, seed=7, resolution=16).epoch_keys(3) // 2, old_order)
+    keys = ResumableBatches(6, 4, seed=2**32 - 1, resolution=1024).epoch_keys(10**6)
+    assert sorted((keys // 2).tolist()) == list(range(6))
 
 
 # -------------------------------------------------------------------------------------------------- training
@@ -199,6 +209,23 @@ def test_a_second_stop_signal_interrupts_at_once(lmdb_path, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is handler
 
 
+def test_a_second_stop_signal_during_a_checkpoint_save_exits_130(lmdb_path, tmp_path, monkeypatch, capsys):
+    """Ctrl-C Ctrl-C while torch.save writes: torch's file writer turns the interrupt into a RuntimeError; the run
+    still stops as interrupted, leaving no temporary file."""
+    def interrupted_save(obj, handle, *args, **kwargs):
+        handle.write(b"half a checkpoint")
+        try:
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt as interrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from interrupt
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    assert main(args_for(lmdb_path, tmp_path, iterations=1)) == 130
+    assert "interrupted at once" in capsys.readouterr().err
+    assert list((tmp_path / "checkpoint").iterdir()) == []
+
+
 def test_sigterm_to_the_command_saves_and_exits_143(lmdb_path, tmp_path):
     """A scheduler's preemption: the command (with data loader workers, which leave the signal to it) writes a
     checkpoint at the iteration it stops at and exits with 128 + SIGTERM."""
@@ -221,16 +248,18 @@ def test_sigterm_to_the_command_saves_and_exits_143(lmdb_path, tmp_path):
     assert not [p for p in (out / "checkpoint").iterdir() if p.name.startswith(".")]
 
 
-def test_divergence_stops_the_run_before_a_checkpoint_holds_it(lmdb_path, tmp_path, capsys):
+@pytest.mark.parametrize("model, name", [("discriminator", "discriminator"),
+                                         ("g_running", r"EMA generator \(g_running\)")])
+def test_divergence_stops_the_run_before_a_checkpoint_holds_it(lmdb_path, tmp_path, model, name):
     def diverge(it, values):
         if it == 5:
             with torch.no_grad():
-                trainer.discriminator.from_rgb[1].weight[0, 0, 0, 0] = float("nan")
+                next(getattr(trainer, model).parameters()).view(-1)[0] = float("nan")
 
     config, _ = make_config(args_for(lmdb_path, tmp_path))
     trainer = Trainer(config, log=lambda *a, **k: None)
     trainer.on_iteration = diverge
-    with pytest.raises(TrainError, match=r"diverged by iteration 5: the discriminator has NaN or infinite weights; "
+    with pytest.raises(TrainError, match=rf"diverged by iteration 5: the {name} has NaN or infinite weights; "
                                          r"the last checkpoint written is .*000004.pt"):
         trainer.run()
     assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["000004.pt"]
@@ -338,6 +367,88 @@ def test_bad_inputs_give_clear_errors(lmdb_path, tmp_path, capsys):
     with pytest.raises(TrainError, match="multiple of the number of processes"):
         config, _ = make_config(args_for(lmdb_path, tmp_path / "o", "--batch", "3"))
         Trainer(config, info=trainer_module.DistInfo(rank=0, world_size=2, enabled=False))
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--ema_decay", "nan", "--ema_decay must be from 0.0 to 1.0, got nan"),
+    ("--ema_decay", "2", "--ema_decay must be from 0.0 to 1.0, got 2.0"),
+    ("--ema_decay", "-1", "--ema_decay must be from 0.0 to 1.0, got -1.0"),
+    ("--r1_gamma", "-5", "--r1_gamma must be >= 0.0, got -5.0"),
+    ("--gp_weight", "inf", "--gp_weight must be >= 0.0, got inf"),
+    ("--n_mlp", "-1", "--n_mlp must be >= 0, got -1"),
+    ("--code_dim", "0", "--code_dim must be >= 1, got 0"),
+    ("--num_workers", "-1", "--num_workers must be >= 0, got -1"),
+    ("--seed", str(2**32), f"--seed must be from 0 to {2**32 - 1}, got {2**32}"),
+    ("--lr", "nan", "lr must be a finite number > 0, got nan"),
+])
+def test_option_values_out_of_range_are_refused(lmdb_path, tmp_path, capsys, option, value, message):
+    assert main(args_for(lmdb_path, tmp_path / "o", option, value)) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {message}"
+    assert not (tmp_path / "o").exists()
+
+
+def damage(db, copy, kind: str, index: int) -> None:
+    """Copy the database ``db`` to ``copy`` with image ``index`` at 16 px damaged: ``missing`` (the length counts an
+    image more than it holds: ``index`` must be the length), ``garbage`` bytes, or an image of the ``wrong size``."""
+    shutil.copytree(db, copy)
+    env = lmdb.open(str(copy))
+    with env.begin(write=True) as txn:
+        if kind == "missing":
+            txn.put(b"length", str(index + 1).encode())
+        elif kind == "garbage":
+            txn.put(f"16-{index:05d}".encode(), b"not an image")
+        else:
+            txn.put(f"16-{index:05d}".encode(), txn.get(f"8-{index:05d}".encode()))
+    env.close()
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "no such record, though the database's length says it holds 7 images"),
+    ("garbage", r"not a readable image \(UnidentifiedImageError"),
+    ("wrong size", "the image is 8x8 px, not 16x16"),
+])
+def test_a_damaged_record_stops_the_run_with_a_checkpoint(lmdb_path, tmp_path, capsys, kind, message):
+    """A record that cannot be read ends the run with an error naming the database and the key, after a checkpoint
+    of the iterations done."""
+    length = 7 if kind == "missing" else 6
+    batches = iter(ResumableBatches(length, 4, seed=0, resolution=16))
+    epoch = [key // 2 for _, batch in zip(range(2), batches) for key in batch][:length]
+    index = 6 if kind == "missing" else epoch[-1]  # the last image read in the first epoch
+    failing = epoch.index(index) // 4  # the iteration that reads it
+    damage(lmdb_path, tmp_path / "db", kind, index)
+    out = tmp_path / "run"
+    assert main(args_for(tmp_path / "db", out, "--init_size", "16", "--save_every", "100")) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert re.fullmatch(rf"error: dataset: database {tmp_path / 'db'}, key '16-{index:05d}': {message}.*; the last "
+                        rf"checkpoint written is {out / 'checkpoint' / f'{failing:06d}.pt'}: repair the database .* "
+                        rf"--resume {out}", error), error
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [f"{failing:06d}.pt"]
+    training = torch.load(out / "checkpoint" / f"{failing:06d}.pt", weights_only=True)["training"]
+    assert training["iteration"] == failing and training["data_position"] == 4 * failing
+
+
+def test_a_damaged_record_read_by_a_worker_ends_the_command(lmdb_path, tmp_path):
+    """The worker's error reaches the command as the same message, and the command exits (it used to wait forever
+    for workers kept alive by the error's traceback, which ignore the SIGTERM sent to them at exit)."""
+    damage(lmdb_path, tmp_path / "db", "garbage", 0)
+    command = [sys.executable, str(REPO / "train.py"), *args_for(tmp_path / "db", tmp_path / "run", "--init_size", "16",
+                                                                 "--num_workers", "1")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1].startswith(f"error: dataset: database {tmp_path / 'db'}, key '16-00000': "
+                                                     "not a readable image")
+
+
+def test_a_run_stopped_by_a_damaged_record_resumes_exactly_once_repaired(lmdb_path, tmp_path, capsys):
+    argv = ["--init_size", "16", "--save_every", "100"]
+    _, full_losses = run_trainer(args_for(lmdb_path, tmp_path / "full", *argv, iterations=4))
+    epoch = [key // 2 for key in ResumableBatches(6, 4, seed=0, resolution=16).epoch_keys(0).tolist()]
+    damage(lmdb_path, tmp_path / "db", "garbage", epoch[-1])  # read by iteration 2
+    assert main(args_for(tmp_path / "db", tmp_path / "run", *argv, iterations=4)) == 2
+    _, resumed_losses = run_trainer([str(lmdb_path), "--resume", str(tmp_path / "run")])  # a repaired database
+    assert sorted(resumed_losses) == [2, 3, 4]
+    assert all(resumed_losses[it] == full_losses[it] for it in resumed_losses)
 
 
 # ------------------------------------------------------------------------------------------------ distributed

@@ -58,6 +58,19 @@ def close_shared_environment(path):
         environment.close()
 
 
+class DatasetError(ValueError):
+    """A damaged database record; the text names the database, the key and the problem.
+
+    Raised in a DataLoader worker, it reaches the main process as a ``DatasetError`` whose text is the worker's
+    traceback: :attr:`problem` is the original text either way.
+    """
+
+    @property
+    def problem(self):
+        """The text the error was raised with, without a DataLoader worker's traceback around it."""
+        return str(self).rstrip().rpartition(f"{type(self).__name__}: ")[2]
+
+
 def read_database_info(path):
     """``(length, resolutions, metadata)`` of the database at ``path``.
 
@@ -121,9 +134,19 @@ class MultiResolutionDataset(Dataset):
     def __getitem__(self, index):
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} images")
+        key = image_key(self.resolution, index)
         with shared_environment(self.path).begin() as txn:
-            encoded = txn.get(image_key(self.resolution, index))
+            encoded = txn.get(key)
+        where = f"database {self.path}, key {key.decode()!r}"
         if encoded is None:
-            raise KeyError(f"{self.path} lacks image {index} at resolution {self.resolution}")
-        image = Image.open(io.BytesIO(encoded)).convert("RGB")
+            raise DatasetError(f"{where}: no such record, though the database's length says it holds "
+                               f"{self.length} images (a damaged or edited database)")
+        try:
+            image = Image.open(io.BytesIO(encoded)).convert("RGB")
+        # Pillow raises many types (OSError, SyntaxError, ValueError, struct.error...) for damaged bytes.
+        except Exception as error:  # noqa: BLE001
+            raise DatasetError(f"{where}: not a readable image ({type(error).__name__}: {error})") from None
+        if image.size != (self.resolution, self.resolution):
+            raise DatasetError(f"{where}: the image is {image.size[0]}x{image.size[1]} px, not "
+                               f"{self.resolution}x{self.resolution}")
         return self.transform(image)

@@ -47,8 +47,8 @@ class Schedule:
         init_step, max_step = step_of(self.init_size), step_of(self.max_size)
         if init_step > max_step:
             raise ValueError(f"init_size {self.init_size} is larger than max_size {self.max_size}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:  # NaN included
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
 

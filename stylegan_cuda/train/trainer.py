@@ -8,7 +8,9 @@
   refuses to start where it would write over checkpoints past its first iteration (another run's, or the later ones
   of the run it resumes from an earlier checkpoint).
 - SIGINT / SIGTERM end the run after the current iteration, with a checkpoint (:class:`StopRequest`); diverged
-  (non-finite) weights end it with an error, and are never written to a checkpoint (:meth:`Trainer.check_finite`).
+  (non-finite) weights end it with an error, and are never written to a checkpoint (:meth:`Trainer.check_finite`);
+  a damaged database record ends it with an error naming the record, after a checkpoint of the iterations done.
+- Option values outside their ranges are refused before anything runs (:meth:`TrainConfig.check`).
 - ``--lr`` is the learning rate when ``--sched`` is off (the seed overwrote it).
 - Samples use fixed latents and noise, so successive sample grids show the same images evolving.
 - Mixed precision (``--amp bf16|fp16``), several processes with ``torchrun`` (gradients averaged by all-reduce, the
@@ -36,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import checkpoint as ckpt
-from ..data.dataset import MultiResolutionDataset, read_database_info
+from ..data.dataset import DatasetError, MultiResolutionDataset, read_database_info
 from ..generate.grid import save_grid
 from ..models import Discriminator, StyledGenerator
 from ..models.widths import RESOLUTIONS
@@ -60,6 +62,13 @@ DEFAULTS = dict(
 )
 # Set by the networks in a checkpoint: a different value on the command line is an error.
 MODEL_OPTIONS = ("channel_base", "max_channels", "code_dim", "n_mlp", "from_rgb_activate")
+# The numeric options' ranges, bounds included (NaN and infinity are outside every range); --phase, --lr, --batch and
+# the sizes are checked by Schedule. A seed below 2**32 fits every seed derived from it (as numpy's legacy one).
+OPTION_RANGES = dict(
+    iterations=(0, math.inf), sample_every=(1, math.inf), save_every=(1, math.inf), log_every=(1, math.inf),
+    code_dim=(1, math.inf), n_mlp=(0, math.inf), num_workers=(0, math.inf), seed=(0, 2**32 - 1),
+    ema_decay=(0.0, 1.0), r1_gamma=(0.0, math.inf), gp_weight=(0.0, math.inf),
+)
 
 
 class TrainError(ValueError):
@@ -98,6 +107,18 @@ class TrainConfig:
     channels_last: bool = False
     num_workers: int | None = None
     resume: str | None = None
+
+    def check(self) -> None:
+        """Raise :class:`TrainError` for an option value that training cannot use."""
+        if self.loss not in LOSSES:
+            raise TrainError(f"--loss must be r1 or wgan-gp, got {self.loss!r}")
+        if self.amp not in AMP_MODES:
+            raise TrainError(f"--amp must be off, bf16 or fp16, got {self.amp!r}")
+        for name, (low, high) in OPTION_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not (low <= value <= high and value != math.inf):
+                allowed = f">= {low}" if high == math.inf else f"from {low} to {high}"
+                raise TrainError(f"--{name} must be {allowed}, got {value}")
 
     def schedule(self) -> Schedule:
         try:
@@ -149,7 +170,8 @@ class ResumableBatches(Sampler):
         self.per_rank = math.ceil(length / world_size)
 
     def epoch_keys(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.resolution) * 65_537 + epoch)
+        seed = ((self.seed * 1_000_003 + self.resolution) * 65_537 + epoch) % 2**63  # torch takes 64 bits
+        generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(self.length, generator=generator)
         flips = torch.randint(0, 2, (self.length,), generator=generator)
         keys = order * 2 + flips
@@ -298,10 +320,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class StopRequest:
     """While entered (in the main thread): SIGINT or SIGTERM (Ctrl-C, a scheduler's preemption) asks the run to stop
-    after the current iteration, with a checkpoint; a second one stops at once (``KeyboardInterrupt``)."""
+    after the current iteration, with a checkpoint; a second one stops at once (``KeyboardInterrupt``), even where
+    the code it lands in turns the interrupt into another error (``torch.save`` raises a ``RuntimeError``)."""
 
     def __init__(self):
         self.signum: int | None = None
+        self.interrupted = False
         self._saved = {}
 
     def __enter__(self) -> "StopRequest":
@@ -309,12 +333,15 @@ class StopRequest:
             self._saved = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         for signum, handler in self._saved.items():
             signal.signal(signum, handler)
+        if self.interrupted and exc is not None and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
+            self.interrupted = True
             raise KeyboardInterrupt
         self.signum = signum
 
@@ -334,14 +361,8 @@ class Trainer:
         self.device = device or distributed.resolve_device(config.device, self.info.local_rank)
         self.log = log if self.info.is_main else (lambda *a, **k: None)
         self.on_iteration = None  # callable(iteration, {name: float}); forces a device sync per iteration
+        config.check()
         self.schedule = config.schedule()
-        if config.loss not in LOSSES:
-            raise TrainError(f"--loss must be r1 or wgan-gp, got {config.loss!r}")
-        if config.amp not in AMP_MODES:
-            raise TrainError(f"--amp must be off, bf16 or fp16, got {config.amp!r}")
-        for name in ("iterations", "sample_every", "save_every", "log_every"):
-            if getattr(config, name) < (0 if name == "iterations" else 1):
-                raise TrainError(f"--{name} must be positive, got {getattr(config, name)}")
         for resolution in self.schedule.resolutions:
             if self.schedule.batch_at(resolution) % self.info.world_size:
                 raise TrainError(f"the batch at {resolution} px ({self.schedule.batch_at(resolution)}) must be a "
@@ -465,14 +486,19 @@ class Trainer:
             "args": self.config.resumable(),
         }
 
+    def last_checkpoint_text(self) -> str:
+        """Where an error leaves the run: its last checkpoint, if it wrote one."""
+        return (f"the last checkpoint written is {self.last_checkpoint}" if self.last_checkpoint
+                else "this run wrote no checkpoint")
+
     def check_finite(self) -> None:
-        """Raise :class:`TrainError` if training has diverged: a weight of either network is NaN or infinite."""
-        for name, model in (("generator", self.generator), ("discriminator", self.discriminator)):
+        """Raise :class:`TrainError` if training has diverged: a weight of a network is NaN or infinite."""
+        for name, model in (("generator", self.generator), ("discriminator", self.discriminator),
+                            ("EMA generator (g_running)", self.g_running)):
             if not bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()):
-                last = (f"the last checkpoint written is {self.last_checkpoint}" if self.last_checkpoint
-                        else "this run wrote no checkpoint")
                 raise TrainError(f"training diverged by iteration {self.iteration}: the {name} has NaN or infinite "
-                                 f"weights; {last} (resume from it with a lower --lr, for instance)")
+                                 f"weights; {self.last_checkpoint_text()} (resume from it with a lower --lr, for "
+                                 "instance)")
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoint/NNNNNN.pt`` (rank 0; every rank must call it). Readable by ``checkpoint.load`` too.
@@ -516,6 +542,15 @@ class Trainer:
         for optimizer in (self.g_optimizer, self.d_optimizer):
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("mult", 1)
+
+    def _close_loader(self) -> None:
+        """Stop the data loader's workers now (a later batch starts a new loader where this one stopped). Left to
+        garbage collection, workers that an error's traceback keeps alive outlive the run, and as they ignore SIGTERM
+        the interpreter's exit waits for them forever."""
+        shutdown_workers = getattr(self._loader_iter, "_shutdown_workers", None)  # multi-process loaders only
+        if shutdown_workers is not None:
+            shutdown_workers()
+        self._loader_iter = self._loader_resolution = None
 
     def _next_batch(self) -> torch.Tensor:
         if self._loader_resolution != self.progress.resolution:
@@ -596,13 +631,19 @@ class Trainer:
             raise TrainError(f"--out {self.out}: cannot write the output folders: {error}") from None
 
     def train_iteration(self) -> dict:
+        """One iteration; a :class:`DatasetError` leaves the run where the previous iteration left it."""
+        before = dataclasses.replace(self.progress), self.data_position
         alpha, stepped = self.progress.begin_iteration(self.schedule)
         if stepped:
             self.data_position = 0
             self.log(f"[{self.iteration:06d}] now at {self.progress.resolution} px "
                      f"(batch {self.schedule.batch_at(self.progress.resolution)}, "
                      f"lr {self.schedule.lr_at(self.progress.resolution):g})")
-        real = self._next_batch()
+        try:
+            real = self._next_batch()
+        except DatasetError:
+            self.progress, self.data_position = before
+            raise
         losses = self.train_step(real, self.progress.step, alpha)
         self.progress.end_iteration(real.shape[0] * self.info.world_size)
         self.iteration += 1
@@ -621,8 +662,11 @@ class Trainer:
         self.log(f"training {config.init_size} -> {config.max_size} px on {self.device} x{self.info.world_size} "
                  f"({config.loss}, amp {config.amp}{layout}, impl {config.impl}); starting at iteration "
                  f"{self.iteration}, {self.progress.resolution} px, {self.progress.used_sample} images into it")
-        with StopRequest() as stop:
-            self._loop(stop)
+        try:
+            with StopRequest() as stop:
+                self._loop(stop)
+        finally:
+            self._close_loader()
         if self.stopped_by is not None:
             self.log(f"[{self.iteration:06d}] stopped by {signal.Signals(self.stopped_by).name}: checkpoint "
                      f"{self.last_checkpoint}; --resume {self.out} continues")
@@ -640,7 +684,10 @@ class Trainer:
             self.stopped_by = distributed.max_over_ranks(stop.signum or 0, self.info) or None
             if self.stopped_by is not None:
                 break
-            losses = self.train_iteration()
+            try:
+                losses = self.train_iteration()
+            except DatasetError as error:
+                raise self._dataset_failure(error, saved_at) from None
             images_since += self.schedule.batch_at(self.progress.resolution)
             it = self.iteration
             if self.on_iteration is not None:
@@ -665,6 +712,14 @@ class Trainer:
                     self.log(f"[{it:06d}] finished {self.progress.resolution} px: {self.last_checkpoint}")
         if saved_at != self.iteration:
             self.save_checkpoint()
+
+    def _dataset_failure(self, error: DatasetError, saved_at: int) -> TrainError:
+        """The error that ends a run on a damaged image record, after a checkpoint of the iterations done (with one
+        process only: saving is collective, and the other ranks are inside an iteration)."""
+        if self.info.world_size == 1 and saved_at != self.iteration:
+            self.save_checkpoint()
+        return TrainError(f"dataset: {error.problem}; {self.last_checkpoint_text()}: repair the database (or prepare "
+                          f"it again with prepare_data.py) and continue with --resume {self.out}")
 
 
 def _duration(seconds: float) -> str:
