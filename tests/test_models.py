@@ -240,6 +240,10 @@ def test_bad_arguments():
         discriminator(torch.randn(1, 3, 16, 16), step=1)
     with pytest.raises(ValueError, match="channel_base"):
         StyledGenerator(channel_base=512, max_channels=8)
+    with pytest.raises(ValueError, match="code_dim must be >= 1 .* got code_dim=0"):
+        StyledGenerator(code_dim=0, **TINY)
+    with pytest.raises(ValueError, match="n_mlp >= 0, got code_dim=512, n_mlp=-1"):
+        StyledGenerator(n_mlp=-1, **TINY)
     with pytest.raises(ValueError, match="impl"):
         Discriminator(impl="cuda", **TINY)
 

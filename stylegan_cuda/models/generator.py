@@ -142,6 +142,8 @@ class StyledGenerator(nn.Module):
                  max_channels: int = 512, impl: str | None = "auto"):
         super().__init__()
         check_widths(channel_base, max_channels)
+        if code_dim < 1 or n_mlp < 0:
+            raise ValueError(f"code_dim must be >= 1 and n_mlp >= 0, got code_dim={code_dim}, n_mlp={n_mlp}")
         self.config = dict(code_dim=code_dim, n_mlp=n_mlp, fused=fused, channel_base=channel_base,
                            max_channels=max_channels)
         self.mapping = MappingNetwork(code_dim, n_mlp, impl)
