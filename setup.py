@@ -3,7 +3,8 @@
 ``pip install .`` needs no compiler: the C++/CUDA sources ship inside the package (``stylegan_cuda/_csrc``) and are
 built just in time on first use. ``STYLEGAN_CUDA_AOT=1 pip install --no-build-isolation .`` compiles the same
 extension now (with the CUDA kernels when ``stylegan_cuda.ops.build.want_cuda()`` says so; TORCH_CUDA_ARCH_LIST
-and STYLEGAN_CUDA_BUILD_CUDA apply as for the JIT build).
+and STYLEGAN_CUDA_BUILD_CUDA apply as for the JIT build). The library records the torch it was built against; after a
+torch upgrade the package builds just in time instead of loading it.
 """
 
 import json
@@ -26,7 +27,14 @@ class BuildPyWithSources(build_py):
 
 
 def ahead_of_time_build():
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    try:
+        import torch
+        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    except ImportError as error:
+        raise SystemExit(
+            f"STYLEGAN_CUDA_AOT=1 compiles against the installed torch, which this build cannot import ({error}). "
+            "Install torch first and run: STYLEGAN_CUDA_AOT=1 pip install --no-build-isolation ."
+        ) from error
 
     from stylegan_cuda.ops import build
 
@@ -51,7 +59,8 @@ def ahead_of_time_build():
         def run(self):
             super().run()
             info = Path(self.build_lib) / "stylegan_cuda" / "_C_build_info.json"
-            info.write_text(json.dumps({"with_cuda": with_cuda, "archs": archs}))
+            # The torch version: a later torch cannot load this library, so the package then builds just in time.
+            info.write_text(json.dumps({"with_cuda": with_cuda, "archs": archs, "torch": torch.__version__}))
 
     return [extension], {"build_ext": BuildExtensionWithInfo.with_options(no_python_abi_suffix=False)}
 

@@ -13,6 +13,7 @@ import torch
 from stylegan_cuda.ops import build
 
 REPO = Path(__file__).resolve().parent.parent
+_AHEAD_OF_TIME_LIBRARY = build._ahead_of_time_library
 
 
 def run_python(code: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -182,3 +183,133 @@ def test_ahead_of_time_build_agrees_with_the_reference(tmp_path):
          *tests], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert parity.returncode == 0, parity.stdout[-3000:] + parity.stderr[-3000:]
     assert " passed" in parity.stdout
+
+
+# Unit tests of the cache, lock and load logic: the compiler is faked, so each runs in well under a second.
+
+
+@pytest.fixture
+def fake_compiler(tmp_path, monkeypatch):
+    """TORCH_EXTENSIONS_DIR in tmp_path, a fixed cache key, and a `cpp_extension.load` that writes a small "library"
+    (records each build); loading a library records its path instead of dlopen-ing it."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    monkeypatch.setattr(build, "build_key", lambda *args, **kwargs: "k")
+    builds, loads = [], []
+
+    def load(name, build_directory, **kwargs):
+        builds.append(build_directory)
+        Path(build_directory, f"{name}.so").write_bytes(b"\x7fELF" + bytes(range(256)) * 64)
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    monkeypatch.setattr(torch.ops, "load_library", loads.append)
+    monkeypatch.setattr(build, "_has_cuda_kernels", lambda: False)
+    return tmp_path / "ext" / "stylegan_cuda" / "k", builds, loads
+
+
+def test_damaged_cached_library_is_rebuilt_not_loaded(fake_compiler):
+    """dlopen of a truncated cached library crashed the process (SIGBUS); it must be rebuilt instead."""
+    final, builds, loads = fake_compiler
+    assert build._jit_build(False, False).how == "jit-built"
+    assert build._jit_build(False, False).how == "jit-cached" and len(builds) == 1
+    library = final / f"{build.EXTENSION_NAME}.so"
+    with open(library, "r+b") as handle:
+        handle.truncate(100)
+    assert build._jit_build(False, False).how == "jit-built" and len(builds) == 2
+    assert library.stat().st_size > 100
+    library.write_bytes(library.read_bytes()[::-1])  # same size, other bytes
+    assert build._jit_build(False, False).how == "jit-built" and len(builds) == 3
+    assert loads[-1] == str(library)
+    assert [p.name for p in final.parent.iterdir() if p.is_dir()] == ["k"]
+
+
+def test_intact_cache_loads_without_the_lock(fake_compiler, monkeypatch):
+    """A finished cache on a read-only file system (the lock file cannot be created) still loads."""
+    final, builds, loads = fake_compiler
+    build._jit_build(False, False)
+
+    def no_lock(path):
+        raise AssertionError("took the lock for an intact cached build")
+
+    monkeypatch.setattr(build, "_file_lock", no_lock)
+    info = build._jit_build(False, False)
+    assert info.how == "jit-cached" and loads[-1] == info.library and len(builds) == 1
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """load_extension as in a new process (nothing loaded, no failure remembered, no hooks, no AOT library)."""
+    monkeypatch.setattr(build, "_loaded", None)
+    monkeypatch.setattr(build, "_failure", None)
+    monkeypatch.setattr(build, "_on_load", [])
+    monkeypatch.setattr(build, "_ahead_of_time_library", lambda: None)
+    monkeypatch.setattr(build, "want_cuda", lambda: False)
+
+
+def test_unwritable_cache_folder_says_so_and_how_to_fall_back(tmp_path, monkeypatch, fresh_loader):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "file" / "ext"))
+    with pytest.raises(build.ExtensionBuildError) as caught:
+        build.load_extension()
+    message = str(caught.value)
+    assert "TORCH_EXTENSIONS_DIR" in message and "impl='reference'" in message, message
+
+
+def test_threads_asking_at_once_load_once(monkeypatch, fresh_loader):
+    import threading
+    import time
+
+    builds, hooks = [], []
+
+    def slow_build(with_cuda, verbose):
+        builds.append(1)
+        time.sleep(0.2)
+        return build.BuildInfo("lib.so", False, "", "jit-built", 0.2)
+
+    monkeypatch.setattr(build, "_jit_build", slow_build)
+    build.on_extension_loaded(lambda: hooks.append(1))
+    threads = [threading.Thread(target=build.load_extension) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and len(hooks) == 1, (builds, hooks)
+
+
+def test_ahead_of_time_library_of_another_torch_is_not_loaded(tmp_path, monkeypatch, fresh_loader):
+    """After a torch upgrade the installed library's symbols no longer resolve: build just in time instead."""
+    import json
+
+    monkeypatch.setattr(build, "_ahead_of_time_library", _AHEAD_OF_TIME_LIBRARY)
+    monkeypatch.setattr(build, "_PACKAGE_DIR", tmp_path)
+    (tmp_path / "_C.cpython-311-x86_64-linux-gnu.so").write_bytes(b"not a library")
+    info_file = tmp_path / "_C_build_info.json"
+    info_file.write_text(json.dumps({"with_cuda": False, "archs": "", "torch": "0.0.1"}))
+    monkeypatch.setattr(build, "_jit_build", lambda with_cuda, verbose: build.BuildInfo("jit.so", False, "",
+                                                                                        "jit-built", 0.0))
+    assert build.load_extension().how == "jit-built"
+    info_file.write_text(json.dumps({"with_cuda": False, "archs": "", "torch": torch.__version__}))
+    assert build._ahead_of_time_library()[0] == str(tmp_path / "_C.cpython-311-x86_64-linux-gnu.so")
+
+
+def test_build_key_follows_the_cpu_and_the_cuda_toolkit(monkeypatch):
+    """The CPU code is built with -march=native: a cache shared by different CPUs needs one build per CPU."""
+    flags = build.compile_flags(True, native=True)
+    key = build.build_key(True, "9.0", flags)
+    monkeypatch.setattr(build, "_cpu_flags", lambda: "sse2")
+    assert build.build_key(True, "9.0", flags) != key
+    key = build.build_key(True, "9.0", flags)
+    monkeypatch.setattr(build, "_cuda_toolkit", lambda: "/opt/cuda-99")
+    assert build.build_key(True, "9.0", flags) != key
+    assert build.build_key(False, "", build.compile_flags(False, native=True)) == build.build_key(
+        False, "", build.compile_flags(False, native=True))
+
+
+def test_ahead_of_time_option_without_torch_explains_no_build_isolation(tmp_path):
+    """pip's build isolation hides torch from setup.py: say what to do instead of a bare ModuleNotFoundError."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('No module named torch (isolated build)')")
+    result = subprocess.run([sys.executable, "setup.py", "--version"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path), "STYLEGAN_CUDA_AOT": "1"}, timeout=120)
+    assert result.returncode != 0 and "--no-build-isolation" in result.stderr, result.stdout + result.stderr

@@ -2,11 +2,17 @@
 
 The extension is compiled just in time by ``torch.utils.cpp_extension`` the first time an op needs it, or ahead of
 time by ``STYLEGAN_CUDA_AOT=1 pip install .``. JIT builds are cached under the torch extensions directory (honouring
-``TORCH_EXTENSIONS_DIR``) in a folder named by a hash of the sources, the torch version, the compiler flags and the
-CUDA targets: a changed source rebuilds, an unchanged one never does. Concurrent processes (the ranks of a
-distributed run) build once: the first takes an ``flock`` on the cache folder, builds into a private folder and moves
-it into place; the others wait on the lock and load the result. The operating system releases the lock of a killed
-build, so no later run hangs on a stale lock.
+``TORCH_EXTENSIONS_DIR``) in a folder named by a hash of the sources, the torch version, the compiler flags, the CPU
+(its instruction-set flags: the CPU code is built with ``-march=native``) and the CUDA toolkit and targets: a changed
+source rebuilds, an unchanged one never does. Concurrent processes (the ranks of a distributed run) build once: the
+first takes an ``flock`` on the cache folder, builds into a private folder and moves it into place; the others wait
+on the lock and load the result. The operating system releases the lock of a killed build, so no later run hangs on
+a stale lock. A finished build records its library's size and SHA-256; a cached library that no longer matches them
+(truncated, overwritten) is rebuilt rather than loaded (loading a truncated library crashes the process with
+SIGBUS). A finished, intact build is loaded without taking the lock, so a cache on a read-only file system works.
+
+A package installed with ``STYLEGAN_CUDA_AOT=1`` loads its own library (``stylegan_cuda/_C*.so``) unless it was
+built against another torch version (torch was upgraded since): then the kernels are built just in time instead.
 
 Environment:
     STYLEGAN_CUDA_BUILD_CUDA  ``auto`` (default: CUDA kernels when torch is a CUDA build, nvcc is found and a GPU
@@ -30,6 +36,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -62,6 +69,11 @@ class ExtensionBuildError(RuntimeError):
     """The kernels could not be built or loaded. The message holds the compiler's output."""
 
 
+FALLBACK_HINT = (
+    "Fall back to the pure-PyTorch ops with impl='reference' or STYLEGAN_CUDA_IMPL=reference, or "
+    "build without CUDA kernels with STYLEGAN_CUDA_BUILD_CUDA=0."
+)
+_lock = threading.RLock()  # one load per process, also when threads ask at once (on-load hooks run once)
 _loaded: BuildInfo | None = None
 _failure: ExtensionBuildError | None = None
 _on_load: list[Callable[[], None]] = []
@@ -178,15 +190,72 @@ def build_key(with_cuda: bool, archs: str, flags: tuple[list[str], list[str]], r
         digest.update(path.read_bytes())
     cpu = torch.backends.cpu.get_cpu_capability()
     for part in (torch.__version__, str(torch.version.cuda), str(with_cuda), archs if with_cuda else "", repr(flags),
-                 sys.version, platform.machine(), cpu):
+                 sys.version, platform.machine(), cpu, _cpu_flags(), _cuda_toolkit() if with_cuda else ""):
         digest.update(part.encode())
     return digest.hexdigest()[:16]
 
 
+def _cpu_flags() -> str:
+    """The CPU's instruction-set flags: a cache shared by machines with different CPUs (a home folder on a cluster)
+    must not hand one machine a ``-march=native`` library built for another (illegal instruction)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cuda_toolkit() -> str:
+    """Which CUDA toolkit compiles the kernels: its folder and version file (another nvcc rebuilds)."""
+    home = cuda_home()
+    if home is None:
+        return ""
+    try:
+        version = Path(home, "version.json").read_text()
+    except OSError:
+        version = ""
+    return os.path.realpath(home) + version
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _library_record(library: Path) -> dict:
+    return {"library_size": library.stat().st_size, "library_sha256": _file_sha256(library)}
+
+
+def _intact_build(folder: Path) -> dict | None:
+    """``folder``'s build_info.json if its library is there and unchanged since the build (size and SHA-256), else
+    None: an unfinished, truncated or overwritten build, which must be rebuilt, never loaded."""
+    try:
+        info = json.loads((folder / "build_info.json").read_text())
+        library = folder / f"{EXTENSION_NAME}.so"
+        if library.stat().st_size != info["library_size"] or _file_sha256(library) != info["library_sha256"]:
+            return None
+        return info
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as error:
+        raise ExtensionBuildError(
+            f"the kernel cache folder {path.parent} cannot be written ({error}); point TORCH_EXTENSIONS_DIR at a "
+            f"writable folder.\n{FALLBACK_HINT}"
+        ) from error
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released by the OS if this process dies
         try:
             yield
@@ -220,8 +289,13 @@ def _jit_build(with_cuda: bool, verbose: bool) -> BuildInfo:
     final = root / key
     library = final / f"{EXTENSION_NAME}.so"
     how = "jit-cached"
+    # A finished build appears at `final` in one rename and is never changed, so an intact one needs no lock.
+    if _intact_build(final) is not None:
+        torch.ops.load_library(str(library))
+        return BuildInfo(str(library), _has_cuda_kernels(), archs if with_cuda else "", how,
+                         time.perf_counter() - start)
     with _file_lock(root / f"{key}.lock"):
-        if not (final / "build_info.json").is_file():
+        if _intact_build(final) is None:
             how = "jit-built"
             for stale in root.glob(f"{key}.partial-*"):  # left by killed builds (we hold the lock)
                 shutil.rmtree(stale, ignore_errors=True)
@@ -247,22 +321,35 @@ def _jit_build(with_cuda: bool, verbose: bool) -> BuildInfo:
             except Exception as error:  # the compiler's own message is in str(error)
                 shutil.rmtree(partial, ignore_errors=True)
                 raise ExtensionBuildError(
-                    f"building the stylegan_cuda kernels failed:\n{error}\n"
-                    "Fall back to the pure-PyTorch ops with impl='reference' or STYLEGAN_CUDA_IMPL=reference, or "
-                    "build without CUDA kernels with STYLEGAN_CUDA_BUILD_CUDA=0."
+                    f"building the stylegan_cuda kernels failed:\n{error}\n{FALLBACK_HINT}"
                 ) from error
             # load() has loaded the library from `partial`; the mapping survives the rename.
-            (partial / "build_info.json").write_text(json.dumps({"with_cuda": with_cuda, "archs": archs}))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
+            try:
+                record = _library_record(partial / f"{EXTENSION_NAME}.so")
+                (partial / "build_info.json").write_text(json.dumps({"with_cuda": with_cuda, "archs": archs, **record}))
+                shutil.rmtree(final, ignore_errors=True)  # an unfinished or damaged earlier build
+                os.replace(partial, final)
+            except OSError:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
         else:
             torch.ops.load_library(str(library))
     return BuildInfo(str(library), _has_cuda_kernels(), archs if with_cuda else "", how, time.perf_counter() - start)
 
 
-def _ahead_of_time_library() -> str | None:
+def _ahead_of_time_library() -> tuple[str, dict] | None:
+    """The library built at install time and its build info, unless it is missing its build info or was built
+    against another torch version (its symbols would not resolve): then the kernels are built just in time."""
     found = sorted(glob.glob(str(_PACKAGE_DIR / "_C*.so")))
-    return found[0] if found else None
+    if not found:
+        return None
+    try:
+        info = json.loads(Path(found[0]).with_name("_C_build_info.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("torch", torch.__version__) != torch.__version__:
+        return None
+    return found[0], info
 
 
 def registered_ops() -> list[str]:
@@ -280,6 +367,11 @@ def load_extension(verbose: bool | None = None) -> BuildInfo:
 
     A failure is remembered: later calls in this process raise it again without another build attempt.
     """
+    with _lock:
+        return _load_extension(verbose)
+
+
+def _load_extension(verbose: bool | None) -> BuildInfo:
     global _loaded, _failure
     if _loaded is not None:
         return _loaded
@@ -291,17 +383,17 @@ def load_extension(verbose: bool | None = None) -> BuildInfo:
         aot = _ahead_of_time_library()
         if aot is not None:
             start = time.perf_counter()
-            torch.ops.load_library(aot)
+            torch.ops.load_library(aot[0])
             has_cuda = _has_cuda_kernels()
-            archs = json.loads(Path(aot).with_name("_C_build_info.json").read_text())["archs"] if has_cuda else ""
-            info = BuildInfo(aot, has_cuda, archs, "ahead-of-time", time.perf_counter() - start)
+            info = BuildInfo(aot[0], has_cuda, aot[1].get("archs", "") if has_cuda else "", "ahead-of-time",
+                             time.perf_counter() - start)
         else:
             info = _jit_build(want_cuda(), verbose)
     except ExtensionBuildError as error:
         _failure = error
         raise
     except Exception as error:
-        _failure = ExtensionBuildError(f"loading the stylegan_cuda kernels failed: {error}")
+        _failure = ExtensionBuildError(f"loading the stylegan_cuda kernels failed: {error}\n{FALLBACK_HINT}")
         raise _failure from error
     _loaded = info
     for fn in _on_load:
