@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,6 +29,7 @@ import lmdb
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..stop_signals import handling_stop_signals
 from .layout import LENGTH_KEY, METADATA_KEY, encode_metadata, image_key
 from .progress import ProgressBar
 
@@ -50,7 +50,6 @@ LARGEST_SIZE = 1024  # the models' largest resolution
 # value that maps to white: 16-bit integers (Pillow opens some as "I") and
 # floats in [0, 1]. Values outside [0, white] make the image skipped.
 HIGH_DEPTH_WHITE = {"I": 65535, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "F": 1.0}
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LMDB_FILES = frozenset({"data.mdb", "lock.mdb"})
 INITIAL_MAP_SIZE = 64 * 1024**2
 COMMIT_BYTES = 64 * 1024**2
@@ -67,20 +66,6 @@ class StopSignal(KeyboardInterrupt):
         self.signum = signum
         self.name = signal.Signals(signum).name
         super().__init__(self.name)
-
-
-@contextlib.contextmanager
-def handling_stop_signals(handler):
-    """While entered in the main thread, SIGINT and SIGTERM call ``handler(signum, frame)``."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, saved in previous.items():
-            signal.signal(signum, saved)
 
 
 def raise_stop_signal(signum, frame):

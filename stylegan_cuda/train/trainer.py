@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,7 +29,6 @@ import random
 import re
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from ..data.dataset import DatasetError, MultiResolutionDataset, read_database_i
 from ..generate.grid import save_grid
 from ..models import Discriminator, StyledGenerator
 from ..models.widths import RESOLUTIONS
+from ..stop_signals import STOP_SIGNALS, handling_stop_signals
 from . import distributed
 from .distributed import DistInfo
 from .schedule import Progress, Schedule
@@ -315,9 +316,6 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------------------- trainer
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 class StopRequest:
     """While entered (in the main thread): SIGINT or SIGTERM (Ctrl-C, a scheduler's preemption) asks the run to stop
     after the current iteration, with a checkpoint; a second one stops at once (``KeyboardInterrupt``), even where
@@ -326,16 +324,14 @@ class StopRequest:
     def __init__(self):
         self.signum: int | None = None
         self.interrupted = False
-        self._saved = {}
+        self._handling = contextlib.ExitStack()
 
     def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            self._saved = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        self._handling.enter_context(handling_stop_signals(self._handle))
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
+        self._handling.close()
         if self.interrupted and exc is not None and not isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt from exc
 
