@@ -3,7 +3,9 @@
     python -m benchmarks.ops [--device cpu|cuda|all] [--ops bias_act,upfirdn2d,adain] [--dtypes float32,bfloat16]
                              [--quick] [--profile]
 
-Prints a table and writes ``benchmarks/results/ops_<device>.json`` (machine, torch version, threads).
+Prints a table and writes ``benchmarks/results/ops_<device>.json`` (machine, torch version, threads); a run of some
+ops (``--ops``) writes ``ops_<those ops>_<device>.json`` and a ``--quick`` one ``ops[...]_quick_<device>.json``, so
+neither replaces the results of a full run.
 Achieved bandwidth = the fewest bytes the op must move / time, against the device's measured copy bandwidth (a
 256 MiB copy) and against a copy of the op's own input (same shape and dtype: what an elementwise op can reach at
 that size).
@@ -131,7 +133,8 @@ def main(argv=None) -> None:
         copy_gbs = copy_bandwidth_gbs(device)
         print(f"\n{device}: measured copy bandwidth {copy_gbs:.1f} GB/s (read + write)")
         rows = []
-        suffix = "_quick" if args.quick else ""
+        # A run of some ops writes its own file: it never replaces the results of a run of all of them.
+        suffix = ("" if set(ops) == set(OPS) else "_" + "_".join(ops)) + ("_quick" if args.quick else "")
         for op in ops:
             for case in _cases(op, device, args.quick):
                 for dtype in dtypes:
