@@ -7,7 +7,9 @@ and the EMA update, with mixing regularization, at ``alpha = 0.5`` (the fade-in 
 CPU at 8, 16, 32 px with ``max_channels=64``, batch 8, in float32 and under bfloat16 autocast; CUDA at 8 to 256 px
 at the seed's full width, batch 16, plus the extension under bfloat16 autocast with channels_last. The variants are
 timed in turns (median of ``--repeat`` rounds) so that a changing machine load hits all alike. Peak memory is CUDA's
-``max_memory_allocated`` (not measured on the CPU). Writes ``benchmarks/results/model_<device>.json``.
+``max_memory_allocated`` (not measured on the CPU). Writes ``benchmarks/results/model_<device>.json``; a run with
+other resolutions, batch or width than the defaults, or ``--quick``, writes ``model_<settings>_<device>.json``
+(e.g. ``model_r8_b2_c16_quick_cpu_2cores.json``), so that it never replaces the results of a full run.
 """
 
 from __future__ import annotations
@@ -134,14 +136,33 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="the smallest resolution only, few repeats")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("no CUDA GPU")
+        parser.error("--device cuda: no CUDA GPU is available (use --device cpu)")
+    for name in ("batch", "max_channels", "repeat"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     defaults = DEFAULTS[args.device]
-    resolutions = [int(r) for r in (args.resolutions or defaults["resolutions"]).split(",")]
-    if args.quick:
-        resolutions = resolutions[:1]
+    try:
+        resolutions = [int(r) for r in (args.resolutions or defaults["resolutions"]).split(",") if r.strip()]
+    except ValueError:
+        resolutions = []
+    if not resolutions or any(r not in RESOLUTIONS[1:] for r in resolutions):
+        parser.error(f"--resolutions: expected comma-separated sizes from {', '.join(map(str, RESOLUTIONS[1:]))}, "
+                     f"got {args.resolutions!r}")
+    resolutions = list(dict.fromkeys(resolutions))
     batch = args.batch or defaults["batch"]
     max_channels = args.max_channels or defaults["max_channels"]
     repeat = args.repeat or (3 if args.quick else 9)
+    # A run of other settings than the device's defaults writes its own file: it never replaces a full run's results.
+    name = "model"
+    if resolutions != [int(r) for r in defaults["resolutions"].split(",")]:
+        name += "_r" + "-".join(map(str, resolutions))
+    if batch != defaults["batch"]:
+        name += f"_b{batch}"
+    if max_channels != defaults["max_channels"]:
+        name += f"_c{max_channels}"
+    if args.quick:  # the first resolution only
+        name += "_quick"
+        resolutions = resolutions[:1]
     from stylegan_cuda.ops import load_extension
 
     print(f"kernels: {load_extension().describe()}")
@@ -156,7 +177,7 @@ def main(argv=None) -> None:
                   f"train iteration {row['train_ms']:.1f} ms", flush=True)
         _add_speedups(rows)
         # written as it goes: a run cut short keeps what it measured
-        path = write_results("model", args.device, {"alpha": ALPHA, "rows": rows})
+        path = write_results(name, args.device, {"alpha": ALPHA, "rows": rows})
     print(format_table(rows, COLUMNS))
     print(f"written {path}")
 

@@ -26,6 +26,7 @@ from .harness import (OpCase, copy_bandwidth_gbs, format_table, interleaved_ms, 
 OPS = tuple(sorted(p.stem for p in (Path(__file__).parent / "cases").glob("[!_]*.py")))
 # Time spent per case and pass, all three implementations together: longer on the CPU, whose timings vary more.
 MIN_SECONDS = {"cpu": 3.0, "cuda": 0.6}
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 def _cases(op: str, device: str, quick: bool) -> list[OpCase]:
@@ -119,17 +120,28 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats (a smoke run)")
     parser.add_argument("--profile", action="store_true", help="also list the extension's kernels and their times")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is available (use --device cpu or all)")
+    ops = list(dict.fromkeys(op.strip() for op in args.ops.split(",") if op.strip()))
+    if not ops:
+        parser.error(f"--ops: name at least one op, from {', '.join(OPS)}")
+    unknown = sorted(set(ops) - set(OPS))
+    if unknown:
+        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
+    dtype_names = None
+    if args.dtypes is not None:
+        dtype_names = list(dict.fromkeys(d.strip() for d in args.dtypes.split(",") if d.strip()))
+        bad = [d for d in dtype_names if d not in DTYPES]
+        if bad or not dtype_names:
+            parser.error(f"--dtypes: unknown dtype(s) {', '.join(bad) or repr(args.dtypes)}; choose from "
+                         f"{', '.join(DTYPES)}")
     from stylegan_cuda.ops import load_extension
 
     print(f"kernels: {load_extension().describe()}")
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    ops = [op.strip() for op in args.ops.split(",") if op.strip()]
-    unknown = sorted(set(ops) - set(OPS))
-    if unknown:
-        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
     for device in devices:
-        dtypes = args.dtypes.split(",") if args.dtypes else (["float32"] if device == "cpu" else ["float32", "bfloat16"])
+        dtypes = dtype_names or (["float32"] if device == "cpu" else ["float32", "bfloat16"])
         copy_gbs = copy_bandwidth_gbs(device)
         print(f"\n{device}: measured copy bandwidth {copy_gbs:.1f} GB/s (read + write)")
         rows = []

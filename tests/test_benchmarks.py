@@ -29,7 +29,8 @@ def test_op_benchmark_writes_rows_profile_and_report(results_dir, capsys):
 
 def test_model_benchmark_writes_rows(results_dir):
     model.main(["--device", "cpu", "--quick", "--max-channels", "16", "--batch", "2", "--repeat", "1"])
-    (path,) = results_dir.glob("model_cpu_*.json")
+    (path,) = results_dir.glob("model_*.json")
+    assert path.name.startswith("model_b2_c16_quick_cpu_")  # not the file of a run at the defaults
     rows = json.loads(path.read_text())["rows"]
     assert {row["variant"] for row in rows} == {"extension fp32", "reference fp32", "extension bf16", "reference bf16"}
     assert all(row["train_ms"] > 0 and row["forward_ms"] > 0 for row in rows)
@@ -44,3 +45,30 @@ def test_op_benchmark_rejects_an_unknown_op(capsys):
     with pytest.raises(SystemExit):
         ops.main(["--device", "cpu", "--ops", "bias_act,nope"])
     assert "unknown op(s) nope" in capsys.readouterr().err
+
+
+def test_op_benchmark_rejects_bad_arguments(results_dir, capsys, monkeypatch):
+    for argv, message in ((["--ops", ","], "name at least one op"), (["--dtypes", "float33"], "unknown dtype"),
+                          (["--dtypes", ","], "unknown dtype")):
+        with pytest.raises(SystemExit):
+            ops.main(["--device", "cpu", *argv])
+        assert message in capsys.readouterr().err
+    monkeypatch.setattr(ops.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):  # it ran nothing and said nothing before
+        ops.main(["--device", "cuda"])
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not list(results_dir.iterdir())
+
+
+def test_model_benchmark_rejects_bad_arguments(results_dir, capsys, monkeypatch):
+    for argv, message in ((["--batch", "0"], "--batch must be >= 1"), (["--max-channels", "0"], "--max-channels"),
+                          (["--repeat", "-1"], "--repeat"), (["--resolutions", "7"], "--resolutions"),
+                          (["--resolutions", "4"], "--resolutions"), (["--resolutions", "x"], "--resolutions")):
+        with pytest.raises(SystemExit):
+            model.main(["--device", "cpu", *argv])
+        assert message in capsys.readouterr().err
+    monkeypatch.setattr(model.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        model.main(["--device", "cuda"])
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not list(results_dir.iterdir())

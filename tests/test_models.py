@@ -321,3 +321,72 @@ def test_train_step_updates_both_networks(impl, device):
         changed = [k for k, v in model.state_dict().items() if not torch.equal(v, state[k])]
         assert changed, f"{type(model).__name__} did not change"
     assert all(p.requires_grad for p in discriminator.parameters())
+
+
+def test_bad_inputs_get_clear_errors():
+    """Wrong dtypes, devices, step/alpha types and values, noise, mixing ranges and truncation arguments are refused
+    with an error naming the argument (they crashed deep inside an op or ran silently with a wrong meaning)."""
+    generator, discriminator = tiny_generator(), tiny_discriminator()
+    z, image = torch.randn(2, CODE_DIM), torch.randn(2, 3, 8, 8)
+    noise = [torch.randn(2, 1, 4, 4), torch.randn(2, 1, 8, 8)]
+    for dtype in (torch.float64, torch.float16):
+        with pytest.raises(TypeError, match=f"latent 0 has dtype {dtype}"):
+            generator(z.to(dtype), step=1)
+        with pytest.raises(TypeError, match=f"input has dtype {dtype}"):
+            discriminator(image.to(dtype), step=1)
+    with pytest.raises(TypeError, match="input must be a floating-point tensor"):
+        discriminator(image.long(), step=1)
+    with pytest.raises(ValueError, match="latent 0 is on meta"):
+        generator(z.to("meta"), step=1)
+    with pytest.raises(ValueError, match="input is on meta"):
+        discriminator(image.to("meta"), step=1)
+    for model, x in ((generator, z), (discriminator, image)):
+        with pytest.raises(ValueError, match="step must be an int"):
+            model(x, step=True)
+        for alpha in (float("nan"), 2.0, -0.5, "0.5", True):
+            with pytest.raises(ValueError, match="alpha must be a number in"):
+                model(x, step=1, alpha=alpha)
+    for bad_noise, match in ((noise[0], "noise must be a list"), ([None, noise[1]], r"noise\[0\]"),
+                             ([noise[0], noise[0]], r"noise\[1\] .*\[2, 1, 8, 8\]"),
+                             ([n.long() for n in noise], r"noise\[0\] must be a floating-point"),
+                             ([n[:1] for n in noise], r"noise\[0\] .*\[2, 1, 4, 4\]")):
+        with pytest.raises((TypeError, ValueError), match=match):
+            generator(z, noise=bad_noise, step=1)
+    for mixing_range in ((2, 0), (0, 9), (-5, 1), (3, 4), (0, 1, 2), (0.5, 1)):
+        with pytest.raises(ValueError, match="mixing_range"):
+            generator([z, z], step=2, mixing_range=mixing_range)
+    with pytest.raises(ValueError, match="takes exactly two latents, got 3"):
+        generator([z, z, z], step=2, mixing_range=(0, 1))
+    mean = generator.mean_style(torch.randn(4, CODE_DIM))
+    for bad_mean, match in ((torch.randn(3, CODE_DIM), r"\[1, 16\]"), (torch.tensor(1.0), r"\[1, 16\]"),
+                            (mean.double(), "mean_style has dtype"), ([0.0] * CODE_DIM, "must be a torch.Tensor")):
+        with pytest.raises((TypeError, ValueError), match=match):
+            generator(z, step=1, mean_style=bad_mean, style_weight=0.7)
+    for weight in (float("nan"), "a", torch.tensor([0.5, 0.5])):
+        with pytest.raises(ValueError, match="style_weight must be a finite number"):
+            generator(z, step=1, mean_style=mean, style_weight=weight)
+    with pytest.raises(ValueError, match="style_weight=0.7 truncates towards mean_style"):
+        generator(z, step=1, style_weight=0.7)
+    with pytest.raises(ValueError, match="at least one latent"):
+        generator.mean_style(torch.randn(0, CODE_DIM))
+
+
+@needs_kernels
+def test_accepted_edge_cases_match_reference():
+    """numpy step, tensor / numpy alpha, a 1-D mean_style, non-contiguous inputs, batch 0: both impls agree."""
+    import numpy as np
+
+    generator, discriminator = tiny_generator(impl="extension"), tiny_discriminator(impl="extension")
+    ref_g, ref_d = set_impl(copy.deepcopy(generator), "reference"), set_impl(copy.deepcopy(discriminator), "reference")
+    z = torch.randn(CODE_DIM, 3).t()
+    noise = [torch.randn(4 * 2**i, 4 * 2**i, 3, 1).permute(2, 3, 0, 1) for i in range(3)]
+    mean = generator.mean_style(torch.randn(8, CODE_DIM))[0]
+    kwargs = dict(noise=noise, step=np.int64(2), alpha=np.float32(0.5), mean_style=mean, style_weight=0.7)
+    out = generator(z, **kwargs)
+    torch.testing.assert_close(out, ref_g(z, **{**kwargs, "alpha": torch.tensor(0.5)}), atol=1e-4, rtol=1e-4)
+    images = out.transpose(2, 3)
+    torch.testing.assert_close(discriminator(images, step=2, alpha=0.5),
+                               ref_d(images.contiguous(), step=2, alpha=0.5), atol=1e-4, rtol=1e-4)
+    empty = generator(torch.randn(0, CODE_DIM), step=2, alpha=0.5)
+    assert empty.shape == (0, 3, 16, 16)
+    assert discriminator(empty, step=2).shape == (0, 1)

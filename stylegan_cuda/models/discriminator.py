@@ -8,7 +8,8 @@ from torch import nn
 from ..ops import blur, downsample_avg_2x
 from ..ops.dispatch import check_impl
 from .layers import EqualConv2d, EqualLinear, FusedDownsample
-from .widths import MAX_STEP, RESOLUTIONS, channels_at, check_step, check_widths, fading_in
+from .widths import (MAX_STEP, RESOLUTIONS, channels_at, check_alpha, check_input_tensor, check_step, check_widths,
+                     fading_in)
 
 # Blocks whose input is at most this resolution downsample by average pooling even when the model is fused.
 POOLED_UP_TO_RESOLUTION = 64
@@ -16,6 +17,8 @@ POOLED_UP_TO_RESOLUTION = 64
 
 def minibatch_stddev(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Append one channel holding the mean over C, H, W of the batch's (biased) standard deviation, as the seed."""
+    if x.shape[0] == 0:  # no images, no statistic (var of nothing would warn)
+        return torch.cat([x, x[:, :1]], dim=1)
     std = torch.sqrt(x.float().var(0, unbiased=False) + eps).mean().to(x.dtype)
     return torch.cat([x, std.expand(x.shape[0], 1, x.shape[2], x.shape[3])], dim=1)
 
@@ -82,7 +85,8 @@ class Discriminator(nn.Module):
         self.linear = EqualLinear(widths[MAX_STEP], 1, impl=impl)
 
     def forward(self, input: torch.Tensor, step: int = 0, alpha: float = -1) -> torch.Tensor:
-        check_step(step)
+        step, alpha = check_step(step), check_alpha(alpha)
+        check_input_tensor("input", input, self)
         size = RESOLUTIONS[step]
         if input.dim() != 4 or input.shape[1] != 3 or tuple(input.shape[2:]) != (size, size):
             raise ValueError(f"step {step} takes images [N, 3, {size}, {size}], got {list(input.shape)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import random
 from typing import Sequence
 
@@ -11,7 +13,8 @@ from torch import nn
 from ..ops import NoiseAdaIN, blur, upsample_nearest_2x
 from ..ops.dispatch import check_impl
 from .layers import EqualConv2d, EqualLinear, FusedUpsample, pixel_norm
-from .widths import RESOLUTIONS, channels_at, check_step, check_widths, fading_in
+from .widths import (MAX_STEP, RESOLUTIONS, channels_at, check_alpha, check_input_tensor, check_step, check_widths,
+                     fading_in)
 
 # Blocks from this resolution up upsample with the transposed convolution when the generator is built fused.
 FUSED_FROM_RESOLUTION = 128
@@ -91,10 +94,21 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, styles: Sequence[torch.Tensor], noise: Sequence[torch.Tensor], step: int = 0,
                 alpha: float = -1, mixing_range: tuple[int, int] = (-1, -1)) -> torch.Tensor:
-        check_step(step)
+        step, alpha = check_step(step), check_alpha(alpha)
+        batch = styles[0].shape[0]
+        if not isinstance(noise, (list, tuple)):
+            raise TypeError(f"noise must be a list of tensors [N, 1, 4 * 2**i, 4 * 2**i] for i = 0..step, got "
+                            f"{type(noise).__name__}")
         if len(noise) < step + 1:
             raise ValueError(f"step {step} needs {step + 1} noise maps (4 to {RESOLUTIONS[step]} px), got {len(noise)}")
-        block_styles = _styles_per_block(styles, step, tuple(mixing_range))
+        for i, n in enumerate(noise[: step + 1]):
+            expected = [batch, 1, RESOLUTIONS[i], RESOLUTIONS[i]]
+            if not isinstance(n, torch.Tensor) or not n.is_floating_point() or list(n.shape) != expected:
+                got = f"{n.dtype} {list(n.shape)}" if isinstance(n, torch.Tensor) else type(n).__name__
+                raise ValueError(f"noise[{i}] must be a floating-point tensor {expected}, got {got}")
+            if n.device != styles[0].device:
+                raise ValueError(f"noise[{i}] is on {n.device} but the latents are on {styles[0].device}")
+        block_styles = _styles_per_block(styles, step, _check_mixing_range(mixing_range, step, len(styles)))
         out = noise[0]
         for i in range(step + 1):
             below = out
@@ -106,6 +120,26 @@ class SynthesisNetwork(nn.Module):
         return rgb
 
 
+def _check_mixing_range(mixing_range, step: int, n_styles: int) -> tuple[int, int]:
+    """``(-1, -1)`` (no fixed range), or block indices ``(lo, hi)``, ``0 <= lo <= hi <= MAX_STEP`` with ``lo <= step``
+    (some block takes the second style), and exactly two styles."""
+    try:
+        low, high = mixing_range
+    except (TypeError, ValueError):
+        raise ValueError(f"mixing_range must be a pair (lo, hi) of block indices, got {mixing_range!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in (low, high)):
+        raise ValueError(f"mixing_range must be a pair of ints, got {mixing_range!r}")
+    low, high = int(low), int(high)
+    if (low, high) == (-1, -1):
+        return low, high
+    if not (0 <= low <= high <= MAX_STEP and low <= step):
+        raise ValueError(f"mixing_range must be (-1, -1) or block indices (lo, hi) with 0 <= lo <= hi <= {MAX_STEP} "
+                         f"and lo <= step ({step}: blocks 0-{step} run), got {mixing_range!r}")
+    if n_styles != 2:
+        raise ValueError(f"mixing_range={mixing_range!r} takes exactly two latents, got {n_styles}")
+    return low, high
+
+
 def _styles_per_block(styles: Sequence[torch.Tensor], step: int, mixing_range: tuple[int, int]) -> list[torch.Tensor]:
     """The style each block ``0..step`` takes, as the seed chooses it.
 
@@ -115,8 +149,6 @@ def _styles_per_block(styles: Sequence[torch.Tensor], step: int, mixing_range: t
     crossover points than ``step`` offers, only ``step`` are drawn.)
     """
     if mixing_range != (-1, -1):
-        if len(styles) < 2:
-            raise ValueError(f"mixing_range={mixing_range} needs two styles, got {len(styles)}")
         low, high = mixing_range
         return [styles[1] if low <= i <= high else styles[0] for i in range(step + 1)]
     if len(styles) < 2:
@@ -151,7 +183,9 @@ class StyledGenerator(nn.Module):
 
     def make_noise(self, batch: int, step: int, device=None) -> list[torch.Tensor]:
         """Fresh noise maps ``[batch, 1, 4 * 2**i, 4 * 2**i]`` for ``i = 0..step``."""
-        check_step(step)
+        step = check_step(step)
+        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 0:
+            raise ValueError(f"batch must be an int >= 0, got {batch!r}")
         return [torch.randn(batch, 1, r, r, device=device) for r in RESOLUTIONS[: step + 1]]
 
     def forward(self, input, noise=None, step: int = 0, alpha: float = -1, mean_style: torch.Tensor | None = None,
@@ -165,20 +199,32 @@ class StyledGenerator(nn.Module):
         """
         latents = list(input) if isinstance(input, (list, tuple)) else [input]
         self._check_latents(latents)
+        step, alpha = check_step(step), check_alpha(alpha)
+        if isinstance(style_weight, bool) or not isinstance(style_weight, numbers.Real) \
+                or not math.isfinite(style_weight):
+            raise ValueError(f"style_weight must be a finite number, got {style_weight!r}")
+        if mean_style is None and style_weight != 0:
+            raise ValueError(f"style_weight={style_weight!r} truncates towards mean_style, which was not given "
+                             f"(pass mean_style=g.mean_style(latents))")
+        if mean_style is not None:
+            code_dim = self.config["code_dim"]
+            check_input_tensor("mean_style", mean_style, self)
+            if mean_style.dim() not in (1, 2) or mean_style.shape[-1] != code_dim or mean_style.dim() == 2 \
+                    and mean_style.shape[0] != 1:
+                raise ValueError(f"mean_style must have shape [1, {code_dim}] (from mean_style()), got "
+                                 f"{list(mean_style.shape)}")
         styles = [self.mapping(z) for z in latents]
         if noise is None:
             noise = self.make_noise(latents[0].shape[0], step, latents[0].device)
         if mean_style is not None:
-            code_dim = self.config["code_dim"]
-            if mean_style.dim() > 2 or mean_style.shape[-1] != code_dim:
-                raise ValueError(f"mean_style must have shape [1, {code_dim}] (from mean_style()), got "
-                                 f"{list(mean_style.shape)}")
             styles = [mean_style + style_weight * (w - mean_style) for w in styles]
         return self.synthesis(styles, noise, step, alpha, mixing_range)
 
     def mean_style(self, input: torch.Tensor) -> torch.Tensor:
         """The mean style ``[1, code_dim]`` of the latents ``input``, for truncation."""
         self._check_latents([input])
+        if input.shape[0] == 0:
+            raise ValueError(f"mean_style needs at least one latent, got {list(input.shape)}")
         return self.mapping(input).mean(0, keepdim=True)
 
     def _check_latents(self, latents: list) -> None:
@@ -189,6 +235,7 @@ class StyledGenerator(nn.Module):
             if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != code_dim or not z.is_floating_point():
                 got = f"{z.dtype} {list(z.shape)}" if isinstance(z, torch.Tensor) else type(z).__name__
                 raise ValueError(f"latent {i} must be a floating-point tensor [N, {code_dim}], got {got}")
+            check_input_tensor(f"latent {i}", z, self)
             if z.shape[0] != latents[0].shape[0]:
                 raise ValueError(f"the latents must share one batch size: latent 0 has {latents[0].shape[0]}, "
                                  f"latent {i} has {z.shape[0]}")
