@@ -38,7 +38,17 @@ def table(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])] or sorted(RESULTS_DIR.glob("ops_*.json"))
-    print("\n\n".join(table(p.resolve()) for p in paths))
+    if not paths:
+        sys.exit(f"no op benchmark results in {RESULTS_DIR}: run python -m benchmarks.ops first")
+    tables = []
+    for path in paths:
+        try:
+            tables.append(table(path.resolve()))
+        except OSError as error:
+            sys.exit(f"{path}: cannot read it ({error.strerror or error})")
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            sys.exit(f"{path}: not an op benchmark results file ({type(error).__name__}: {error})")
+    print("\n\n".join(tables))
 
 
 if __name__ == "__main__":

@@ -72,3 +72,18 @@ def test_model_benchmark_rejects_bad_arguments(results_dir, capsys, monkeypatch)
         model.main(["--device", "cuda"])
     assert "no CUDA GPU" in capsys.readouterr().err
     assert not list(results_dir.iterdir())
+
+
+def test_report_names_a_missing_or_foreign_file(tmp_path, monkeypatch, capsys):
+    foreign = tmp_path / "ops_other.json"
+    foreign.write_text(json.dumps({"rows": []}))
+    broken = tmp_path / "ops_broken.json"
+    broken.write_text("{")
+    for path, message in ((tmp_path / "missing.json", "cannot read it"), (foreign, "not an op benchmark results file"),
+                          (broken, "not an op benchmark results file")):
+        with pytest.raises(SystemExit, match=f"{path.name}: {message}"):
+            report.main([str(path)])
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path / "empty")
+    with pytest.raises(SystemExit, match="no op benchmark results"):
+        report.main([])
+    assert not capsys.readouterr().out

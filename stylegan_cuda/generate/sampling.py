@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
+from ..models import weights_finite
 from ..models.widths import MAX_STEP, RESOLUTIONS
 
 # Block ranges of the StyleGAN paper's style-mixing figure: coarse 4-8 px, middle 16-32 px, fine 64-1024 px.
@@ -88,7 +89,7 @@ def load_generator(path, size: int | None = None, impl: str | None = "auto", dev
         (models["generator"], "generator")
     if model is None:
         raise GenerateError(f"{path} holds no generator (only a discriminator)")
-    if not all(bool(tensor.isfinite().all()) for tensor in model.state_dict().values()):
+    if not weights_finite(model):
         raise GenerateError(f"{path}: its {which} has NaN or infinite weights (did its training diverge?): no "
                             "image can be drawn from it")
     if resolution is None:

@@ -125,3 +125,9 @@ def set_impl(model: nn.Module, impl: str | None) -> nn.Module:
         if hasattr(module, "impl"):
             module.impl = impl
     return model
+
+
+def weights_finite(model: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``model`` is finite (one device sync)."""
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    return not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all())

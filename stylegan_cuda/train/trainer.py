@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .. import checkpoint as ckpt
 from ..data.dataset import DatasetError, MultiResolutionDataset, read_database_info
 from ..generate.grid import save_grid
-from ..models import Discriminator, StyledGenerator
+from ..models import Discriminator, StyledGenerator, weights_finite
 from ..models.widths import RESOLUTIONS
 from ..stop_signals import STOP_SIGNALS, handling_stop_signals
 from . import distributed
@@ -491,7 +491,7 @@ class Trainer:
         """Raise :class:`TrainError` if training has diverged: a weight of a network is NaN or infinite."""
         for name, model in (("generator", self.generator), ("discriminator", self.discriminator),
                             ("EMA generator (g_running)", self.g_running)):
-            if not bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()):
+            if not weights_finite(model):
                 raise TrainError(f"training diverged by iteration {self.iteration}: the {name} has NaN or infinite "
                                  f"weights; {self.last_checkpoint_text()} (resume from it with a lower --lr, for "
                                  "instance)")
