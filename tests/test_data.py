@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from stylegan_cuda.data import MultiResolutionDataset, PrepareError, prepare_database
+from stylegan_cuda.data.dataset import close_shared_environment
 from stylegan_cuda.data.demo import write_demo_images
 from stylegan_cuda.data.prepare import LmdbWriter, build_parser, load_rgb, main
 
@@ -315,7 +316,7 @@ def test_signal_while_the_database_is_replaced_waits_for_it(messy_folder, tmp_pa
     remove_tree = shutil.rmtree
 
     def interrupted_rmtree(path, *args, **kwargs):
-        if Path(path) == out:
+        if Path(path) == tmp_path / "db.replaced":  # the old database, set aside
             os.kill(os.getpid(), signal.SIGINT)
         remove_tree(path, *args, **kwargs)
 
@@ -323,7 +324,40 @@ def test_signal_while_the_database_is_replaced_waits_for_it(messy_folder, tmp_pa
     assert main(["--out", str(out), "--sizes", "4,8", "--overwrite", str(root)]) == 0
     assert "SIGINT arrived while" in capsys.readouterr().err
     assert MultiResolutionDataset(out, resolution=8).resolutions == [4, 8]
-    assert not (tmp_path / "db.partial").exists()
+    assert not (tmp_path / "db.partial").exists() and not (tmp_path / "db.replaced").exists()
+
+
+# prepare_data.py killed (SIGKILL) just as it moves the finished build into place.
+KILLED_IN_THE_SWAP = textwrap.dedent(
+    """
+    import os, signal, sys
+    import stylegan_cuda.data.prepare as prepare
+    replace = os.replace
+    def killed_replace(src, dst):
+        if str(src).endswith(".partial"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        replace(src, dst)
+    os.replace = killed_replace
+    sys.exit(prepare.main(sys.argv[1:]))
+    """
+)
+
+
+def test_a_kill_while_the_database_is_replaced_loses_neither(messy_folder, tmp_path, capsys):
+    root, expected, _ = messy_folder
+    out = tmp_path / "db"
+    assert main(["--out", str(out), "--sizes", "4", str(root)]) == 0
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_THE_SWAP, "--out", str(out), "--sizes", "4,8",
+                             "--overwrite", str(root)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert main(["--out", str(out), "--sizes", "4,8", str(root)]) == 2  # the old database is back: not replaced
+    err = capsys.readouterr().err
+    assert "putting the old database back" in err and "already exists; pass --overwrite" in err
+    assert MultiResolutionDataset(out, resolution=4).resolutions == [4]
+    close_shared_environment(out)  # this process's handle would keep reading the old files
+    assert main(["--out", str(out), "--sizes", "4,8", "--overwrite", str(root)]) == 0
+    assert MultiResolutionDataset(out, resolution=8).resolutions == [4, 8]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("db")) == ["db"]
 
 
 def test_dataset_errors_name_the_problem(messy_database, tmp_path):

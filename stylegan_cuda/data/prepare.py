@@ -326,6 +326,37 @@ def remove_unfinished_build(partial_path, stream):
     shutil.rmtree(partial_path)
 
 
+def replaced_path(out_path):
+    """Where :func:`move_into_place` keeps the old database until the new one is in place."""
+    return out_path.with_name(out_path.name + ".replaced")
+
+
+def move_into_place(partial_path, out_path):
+    """Replace ``out_path`` by the finished build: the old database is renamed aside first and deleted last, so that
+    a kill at any moment leaves a whole database at ``out_path`` or aside (:func:`restore_replaced` puts it back)."""
+    old_path = replaced_path(out_path)
+    if out_path.exists():
+        os.replace(out_path, old_path)
+    os.replace(partial_path, out_path)
+    shutil.rmtree(old_path, ignore_errors=True)
+
+
+def restore_replaced(out_path, stream):
+    """Finish what a killed :func:`move_into_place` left: put the old database back if no new one took its place,
+    otherwise delete it."""
+    old_path = replaced_path(out_path)
+    if not old_path.exists():
+        return
+    if not is_lmdb_directory(old_path):
+        raise PrepareError(f"{old_path} exists and is not a database this tool set aside; remove it first")
+    if out_path.exists():
+        stream.write(f"removing the old database that an earlier run replaced: {old_path}\n")
+        shutil.rmtree(old_path)
+    else:
+        stream.write(f"an earlier run was killed while it replaced {out_path}: putting the old database back\n")
+        os.replace(old_path, out_path)
+
+
 def validate_options(sizes, n_worker, resample, image_format):
     """Raise ``PrepareError`` for an option out of range."""
     if not sizes or any(not 1 <= size <= LARGEST_SIZE for size in sizes):
@@ -369,6 +400,7 @@ def prepare_database(
     image_paths, ignored = find_image_files(dataset_path)
     if not image_paths:
         raise PrepareError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {dataset_path}")
+    restore_replaced(out_path, stream)
     check_output_path(out_path, overwrite)
     partial_path = out_path.with_name(out_path.name + ".partial")
     remove_unfinished_build(partial_path, stream)
@@ -417,9 +449,7 @@ def prepare_database(
     writer.close()
     check_output_path(out_path, overwrite)
     with deferred_stop_signals() as received:
-        if out_path.exists():
-            shutil.rmtree(out_path)
-        os.replace(partial_path, out_path)
+        move_into_place(partial_path, out_path)
     for signum in received:
         stream.write(f"{signal.Signals(signum).name} arrived while {out_path} was moved into place; it is complete\n")
     report.seconds = time.perf_counter() - start
