@@ -281,7 +281,7 @@ def _strip_data_parallel(state: dict) -> dict:
     return state
 
 
-def convert_generator(seed_state: dict, impl: str | None = "auto") -> StyledGenerator:
+def convert_generator(seed_state: dict, impl: str | None = None) -> StyledGenerator:
     """A :class:`StyledGenerator` holding the seed ``StyledGenerator``'s state dict."""
     seed_state = _strip_data_parallel(seed_state)
     model = StyledGenerator(**_generator_config(seed_state), impl=impl)
@@ -289,7 +289,7 @@ def convert_generator(seed_state: dict, impl: str | None = "auto") -> StyledGene
     return model
 
 
-def convert_discriminator(seed_state: dict, impl: str | None = "auto") -> Discriminator:
+def convert_discriminator(seed_state: dict, impl: str | None = None) -> Discriminator:
     """A :class:`Discriminator` holding the seed ``Discriminator``'s state dict."""
     seed_state = _strip_data_parallel(seed_state)
     model = Discriminator(**_discriminator_config(seed_state), impl=impl)
@@ -304,7 +304,7 @@ _SEED_OPTIMIZERS = {
 }
 
 
-def load_rosinality(path, impl: str | None = "auto", optimizers: bool = False) -> dict[str, object]:
+def load_rosinality(path, impl: str | None = None, optimizers: bool = False) -> dict[str, object]:
     """Read a checkpoint of rosinality/style-based-gan-pytorch: ``train_step-N.model`` or ``NNNNNN.model``.
 
     Returns ``{"generator", "discriminator", "g_running"}``, each a model of this project or ``None`` where the file
@@ -315,7 +315,7 @@ def load_rosinality(path, impl: str | None = "auto", optimizers: bool = False) -
     return rosinality_from_data(read(path), path, impl, optimizers)
 
 
-def rosinality_from_data(data: object, path, impl: str | None = "auto", optimizers: bool = False) -> dict[str, object]:
+def rosinality_from_data(data: object, path, impl: str | None = None, optimizers: bool = False) -> dict[str, object]:
     """:func:`load_rosinality` of a file already read with ``torch.load(..., weights_only=True)`` (``path`` for
     the error messages)."""
     if not isinstance(data, dict):
@@ -393,7 +393,7 @@ def _check_state(model: nn.Module, state: dict) -> None:
             raise CheckpointError(f"unexpected key {key!r}")
 
 
-def load(path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
+def load(path, impl: str | None = None) -> dict[str, nn.Module | None]:
     """Read a checkpoint written by :func:`save`: ``{"generator", "discriminator", "g_running"}``, ``None`` if absent.
 
     A trainer's state (``training``) is checked by :func:`check_training_state`, then left to its readers.
@@ -401,7 +401,7 @@ def load(path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
     return load_from_data(read(path), path, impl)
 
 
-def load_from_data(data: object, path, impl: str | None = "auto") -> dict[str, nn.Module | None]:
+def load_from_data(data: object, path, impl: str | None = None) -> dict[str, nn.Module | None]:
     """:func:`load` of a file already read with ``torch.load(..., weights_only=True)`` (``path`` for the errors)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (for the seed's files use load_rosinality)")

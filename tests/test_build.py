@@ -116,6 +116,9 @@ def test_environment_selects_the_implementation(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ops.fused_bias_leaky_relu(torch.randn(2, 3))
+        from stylegan_cuda.models import Discriminator, StyledGenerator  # the models' default follows it too
+        widths = dict(channel_base=1024, max_channels=8)
+        Discriminator(**widths)(StyledGenerator(code_dim=8, n_mlp=1, **widths)(torch.randn(2, 8), step=1), step=1)
     assert attempts == [], "STYLEGAN_CUDA_IMPL=reference still tried to build"
     print("OK")
     """,

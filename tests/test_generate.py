@@ -178,6 +178,15 @@ def test_bad_numbers_are_errors_before_out_is_made(train_checkpoint, tmp_path, c
     assert not (tmp_path / "never").exists()
 
 
+def test_the_implementation_follows_the_environment(train_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STYLEGAN_CUDA_IMPL", "fastest")
+    assert main([str(train_checkpoint), "--out", str(tmp_path / "never"), "--device", "cpu"]) == 2
+    assert "STYLEGAN_CUDA_IMPL must be one of auto, extension, reference, got 'fastest'" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    monkeypatch.setenv("STYLEGAN_CUDA_IMPL", "reference")
+    assert load_generator(train_checkpoint).model.synthesis.impl == "reference"
+
+
 def test_the_largest_seed(train_checkpoint):
     images = Sampler(load_generator(train_checkpoint), truncation=0.7, seed=MAX_SEED, n_mean=64).sample(2)
     assert images.isfinite().all()

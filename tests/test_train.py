@@ -387,6 +387,16 @@ def test_option_values_out_of_range_are_refused(lmdb_path, tmp_path, capsys, opt
     assert not (tmp_path / "o").exists()
 
 
+def test_the_implementation_follows_the_environment(lmdb_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STYLEGAN_CUDA_IMPL", "fastest")
+    assert main(args_for(lmdb_path, tmp_path / "o")) == 2
+    assert "STYLEGAN_CUDA_IMPL must be one of auto, extension, reference, got 'fastest'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    monkeypatch.setenv("STYLEGAN_CUDA_IMPL", "reference")
+    assert make_config(args_for(lmdb_path, tmp_path / "o"))[0].impl == "reference"
+    assert make_config(args_for(lmdb_path, tmp_path / "o", "--impl", "auto"))[0].impl == "auto"
+
+
 def damage(db, copy, kind: str, index: int) -> None:
     """Copy the database ``db`` to ``copy`` with image ``index`` at 16 px damaged: ``missing`` (the length counts an
     image more than it holds: ``index`` must be the length), ``garbage`` bytes, or an image of the ``wrong size``."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
+from ..ops.dispatch import IMPLS, check_impl
 from ..train.distributed import DeviceError, resolve_device
 from .grid import MAX_GRID_PIXELS, grid_size, save_grid
 from .sampling import SEED_RANGE, GenerateError, Sampler, load_generator, parse_mixing_ranges
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_mean", type=int, default=10 * 1024, help="latents averaged for the mean style (default 10240)")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, cuda:N")
-    p.add_argument("--impl", default="auto", choices=("auto", "extension", "reference"))
+    p.add_argument("--impl", choices=IMPLS, help="ops: compiled kernels (extension), the pure-PyTorch reference, or "
+                   "auto: the kernels where they build (default: $STYLEGAN_CUDA_IMPL, else auto)")
     return p
 
 
@@ -52,12 +54,12 @@ def generate(args) -> list[Path]:
     if args.n_mixing < 0:
         raise GenerateError(f"--n_mixing must be >= 0, got {args.n_mixing}")
     try:
-        device = resolve_device(args.device)
-    except DeviceError as error:
+        device, impl = resolve_device(args.device), check_impl(args.impl)
+    except (DeviceError, ValueError) as error:  # ValueError: a bad STYLEGAN_CUDA_IMPL
         raise GenerateError(str(error)) from None
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels down many times
-    loaded = load_generator(args.checkpoint, args.size, impl=args.impl, device=device)
+    loaded = load_generator(args.checkpoint, args.size, impl=impl, device=device)
     ranges = parse_mixing_ranges(args.mixing_range or [f"{SEED_RANGE[0]},{SEED_RANGE[1]}"], loaded.step)
     grids = [(args.n_row, args.n_col)] + ([(args.n_row + 1, args.n_col + 1)] if args.n_mixing else [])
     for rows, cols in grids:  # before any image is made

@@ -55,7 +55,7 @@ def _check_size(size: int | None, resolution: int, path) -> None:
         )
 
 
-def load_generator(path, size: int | None = None, impl: str | None = "auto", device="cpu") -> LoadedGenerator:
+def load_generator(path, size: int | None = None, impl: str | None = None, device="cpu") -> LoadedGenerator:
     """The EMA generator (else the generator) of ``path`` and the resolution and fade-in it was trained at.
 
     Reads this project's checkpoints (``train.py``'s, which record the resolution, also found as the latest in a

@@ -65,10 +65,11 @@ class Discriminator(nn.Module):
     Block ``p`` takes ``1024 / 2**p`` px (``p = 8`` is the final 4x4 block); from-RGB ``p`` is a 1x1 conv to that
     block's width, followed by leaky ReLU when ``from_rgb_activate`` (the seed's train.py). ``fused`` downsamples
     the blocks from 128 px up with the stride-2 convolution. Widths: ``min(max_channels, channel_base // resolution)``.
+    ``impl`` picks every op's implementation (``None``: ``STYLEGAN_CUDA_IMPL``, else ``auto``).
     """
 
     def __init__(self, fused: bool = True, from_rgb_activate: bool = True, channel_base: int = 16384,
-                 max_channels: int = 512, impl: str | None = "auto"):
+                 max_channels: int = 512, impl: str | None = None):
         super().__init__()
         check_widths(channel_base, max_channels)
         self.config = dict(fused=fused, from_rgb_activate=from_rgb_activate, channel_base=channel_base,

@@ -167,11 +167,12 @@ class StyledGenerator(nn.Module):
 
     Channels per resolution are ``min(max_channels, channel_base // resolution)``; the defaults are the seed's
     (512 up to 32 px, then 256, 128, 64, 32, 16). ``code_dim`` is both the latent and the style size. ``fused``
-    upsamples the blocks from 128 px up with the transposed convolution. ``impl`` picks every op's implementation.
+    upsamples the blocks from 128 px up with the transposed convolution. ``impl`` picks every op's implementation
+    (``None``: ``STYLEGAN_CUDA_IMPL``, else ``auto``).
     """
 
     def __init__(self, code_dim: int = 512, n_mlp: int = 8, fused: bool = True, channel_base: int = 16384,
-                 max_channels: int = 512, impl: str | None = "auto"):
+                 max_channels: int = 512, impl: str | None = None):
         super().__init__()
         check_widths(channel_base, max_channels)
         if code_dim < 1 or n_mlp < 0:

@@ -42,6 +42,7 @@ from ..data.dataset import DatasetError, MultiResolutionDataset, read_database_i
 from ..generate.grid import save_grid
 from ..models import Discriminator, StyledGenerator, weights_finite
 from ..models.widths import RESOLUTIONS
+from ..ops.dispatch import IMPLS, check_impl
 from ..stop_signals import STOP_SIGNALS, handling_stop_signals
 from . import distributed
 from .distributed import DistInfo
@@ -103,7 +104,7 @@ class TrainConfig:
     save_every: int = DEFAULTS["save_every"]
     log_every: int = DEFAULTS["log_every"]
     # Not taken from a checkpoint: where and how this process runs.
-    impl: str = "auto"
+    impl: str | None = None  # None: STYLEGAN_CUDA_IMPL, else auto
     device: str = "auto"
     channels_last: bool = False
     num_workers: int | None = None
@@ -251,7 +252,7 @@ EMA_ONLY = ("{path} holds only the EMA generator (g_running){what}: training can
             "train_step-N.model.")
 
 
-def read_resume(path, impl: str = "auto") -> ResumeSource:
+def read_resume(path, impl: str | None = None) -> ResumeSource:
     """Read ``--resume``: this trainer's checkpoint, a model-only checkpoint of this project, or the seed's files."""
     path = find_checkpoint(path)
     data = _torch_load(path)
@@ -765,8 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leaky ReLU after the discriminator's from_rgb (default on, as the seed's train.py)")
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, cuda:N (default auto)")
-    g.add_argument("--impl", default="auto", choices=("auto", "extension", "reference"),
-                   help="ops: compiled kernels, the pure-PyTorch reference, or auto (default)")
+    g.add_argument("--impl", choices=IMPLS, help="ops: compiled kernels (extension), the pure-PyTorch reference, or "
+                   "auto: the kernels where they build (default: $STYLEGAN_CUDA_IMPL, else auto)")
     g.add_argument("--amp", choices=AMP_MODES, help="mixed precision of the forward passes "
                    "(fp16 with loss scaling; default off)")
     g.add_argument("--channels_last", action="store_true",
@@ -783,6 +784,10 @@ def build_parser() -> argparse.ArgumentParser:
 def make_config(argv=None, impl_for_loading: str | None = None) -> tuple[TrainConfig, ResumeSource | None]:
     """Parse the command line; with ``--resume``, fill the options left out from the checkpoint."""
     args = vars(build_parser().parse_args(argv))
+    try:
+        args["impl"] = check_impl(args["impl"])  # None: STYLEGAN_CUDA_IMPL, else auto
+    except ValueError as error:
+        raise TrainError(str(error)) from None
     resume = None
     given = {k: v for k, v in args.items() if v is not None}
     values = dict(DEFAULTS)
