@@ -5,7 +5,8 @@
 #
 # Writes OUT_DIR/images (the demo photographs), OUT_DIR/demo.lmdb, OUT_DIR/run/{checkpoint,sample} and
 # OUT_DIR/generated/{sample.png,sample_mixing_*.png}. Deterministic (--seed 0, one thread count per machine);
-# a few minutes on 2 CPU cores. Environment: PYTHON (default: python), ITERATIONS (default 300), DEVICE (default cpu).
+# about half a minute on 2 CPU cores. Environment: PYTHON (default: python), ITERATIONS (default 300),
+# DEVICE (default cpu).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
