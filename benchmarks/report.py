@@ -1,7 +1,11 @@
-"""Markdown tables of the op benchmark results, for the README: ``python -m benchmarks.report [FILE ...]``."""
+"""Markdown tables of the op benchmark results, for the README.
+
+    python -m benchmarks.report [FILE ...]
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -37,7 +41,10 @@ def table(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])] or sorted(RESULTS_DIR.glob("ops_*.json"))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", metavar="FILE", help="op benchmark results (default: "
+                        "benchmarks/results/ops_*.json)")
+    paths = [Path(p) for p in parser.parse_args(argv).files] or sorted(RESULTS_DIR.glob("ops_*.json"))
     if not paths:
         sys.exit(f"no op benchmark results in {RESULTS_DIR}: run python -m benchmarks.ops first")
     tables = []
