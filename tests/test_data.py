@@ -19,7 +19,6 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from stylegan_cuda.data import MultiResolutionDataset, PrepareError, prepare_database
-from stylegan_cuda.data.dataset import close_shared_environment
 from stylegan_cuda.data.demo import write_demo_images
 from stylegan_cuda.data.prepare import LmdbWriter, build_parser, load_rgb, main
 
@@ -354,7 +353,6 @@ def test_a_kill_while_the_database_is_replaced_loses_neither(messy_folder, tmp_p
     err = capsys.readouterr().err
     assert "putting the old database back" in err and "already exists; pass --overwrite" in err
     assert MultiResolutionDataset(out, resolution=4).resolutions == [4]
-    close_shared_environment(out)  # this process's handle would keep reading the old files
     assert main(["--out", str(out), "--sizes", "4,8", "--overwrite", str(root)]) == 0
     assert MultiResolutionDataset(out, resolution=8).resolutions == [4, 8]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("db")) == ["db"]

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..stop_signals import handling_stop_signals
+from .dataset import close_shared_environment
 from .layout import LENGTH_KEY, METADATA_KEY, encode_metadata, image_key
 from .progress import ProgressBar
 
@@ -338,6 +339,7 @@ def move_into_place(partial_path, out_path):
     if out_path.exists():
         os.replace(out_path, old_path)
     os.replace(partial_path, out_path)
+    close_shared_environment(out_path)  # this process's next reader opens the new database, not the old files
     shutil.rmtree(old_path, ignore_errors=True)
 
 
