@@ -18,7 +18,6 @@ import argparse
 import copy
 import dataclasses
 import random
-import sys
 
 import torch
 
