@@ -14,7 +14,9 @@
 - ``--lr`` is the learning rate when ``--sched`` is off (the seed overwrote it).
 - Samples use fixed latents and noise, so successive sample grids show the same images evolving.
 - Mixed precision (``--amp bf16|fp16``), several processes with ``torchrun`` (gradients averaged by all-reduce, the
-  data split by rank, files written by rank 0 only).
+  data split by rank, files written by rank 0 only). A problem one rank meets alone (a damaged record, a file rank 0
+  cannot write) ends every rank with its error, and a rank that dies ends the others with an error naming the last
+  checkpoint, never a wait.
 """
 
 from __future__ import annotations
@@ -503,7 +505,8 @@ class Trainer:
         distributed.check_in_sync({"generator": self.generator, "discriminator": self.discriminator}, self.info)
         training = self.training_state()
         path = self.checkpoint_dir / f"{self.iteration:06d}.pt"
-        if self.info.is_main:
+
+        def write() -> None:
             data = {"format": ckpt.FORMAT, "version": ckpt.VERSION,
                     "models": {"generator": _model_entry(self.generator),
                                "discriminator": _model_entry(self.discriminator),
@@ -513,9 +516,24 @@ class Trainer:
                 ckpt.atomic_save(data, path)
             except OSError as error:  # the disk is full, say: the previous checkpoints are intact
                 raise TrainError(f"cannot write the checkpoint {path}: {error}") from None
-        distributed.barrier(self.info)
+
+        self._on_main(write)
         self.last_checkpoint = path
         return path
+
+    def _on_main(self, action):
+        """``action()`` on rank 0 (its result there, ``None`` elsewhere); every rank waits for it and raises its
+        :class:`TrainError`, if any (collective: every rank must call it)."""
+        result = problem = None
+        if self.info.is_main:
+            try:
+                result = action()
+            except TrainError as error:
+                problem = str(error)
+        problem = distributed.first_problem(problem, self.info)
+        if problem is not None:
+            raise TrainError(problem)
+        return result
 
     # -------------------------------------------------------------------------------------------------- data
 
@@ -587,8 +605,10 @@ class Trainer:
         return torch.cat(images), ncol
 
     def write_sample(self, alpha: float) -> Path | None:
-        if not self.info.is_main:
-            return None
+        """Write the sample grid (rank 0, which returns its path; every rank must call it)."""
+        return self._on_main(lambda: self._write_sample_on_main(alpha))
+
+    def _write_sample_on_main(self, alpha: float) -> Path:
         images, ncol = self.sample_images(self.progress.step, alpha)
         path = self.sample_dir / f"{self.iteration:06d}.png"
         try:
@@ -600,15 +620,7 @@ class Trainer:
 
     def prepare_output(self) -> None:
         """Create the output folders (rank 0); every rank raises rank 0's error, if any, rather than wait for it."""
-        problem = None
-        if self.info.is_main:
-            try:
-                self._prepare_output_on_main()
-            except TrainError as error:
-                problem = str(error)
-        problem = distributed.gather_objects(problem, self.info)[0]
-        if problem is not None:
-            raise TrainError(problem)
+        self._on_main(self._prepare_output_on_main)
 
     def _prepare_output_on_main(self) -> None:
         later = [path for iteration, path in ckpt.run_checkpoints(self.checkpoint_dir) if iteration > self.iteration]
@@ -627,7 +639,8 @@ class Trainer:
             raise TrainError(f"--out {self.out}: cannot write the output folders: {error}") from None
 
     def train_iteration(self) -> dict:
-        """One iteration; a :class:`DatasetError` leaves the run where the previous iteration left it."""
+        """One iteration; a :class:`DatasetError` (on every rank, whichever read the record) leaves the run where the
+        previous iteration left it."""
         before = dataclasses.replace(self.progress), self.data_position
         alpha, stepped = self.progress.begin_iteration(self.schedule)
         if stepped:
@@ -635,11 +648,15 @@ class Trainer:
             self.log(f"[{self.iteration:06d}] now at {self.progress.resolution} px "
                      f"(batch {self.schedule.batch_at(self.progress.resolution)}, "
                      f"lr {self.schedule.lr_at(self.progress.resolution):g})")
+        real = problem = None
         try:
             real = self._next_batch()
-        except DatasetError:
+        except DatasetError as error:
+            problem = error.problem
+        problem = distributed.first_problem(problem, self.info)
+        if problem is not None:
             self.progress, self.data_position = before
-            raise
+            raise DatasetError(problem)
         losses = self.train_step(real, self.progress.step, alpha)
         self.progress.end_iteration(real.shape[0] * self.info.world_size)
         self.iteration += 1
@@ -661,6 +678,8 @@ class Trainer:
         try:
             with StopRequest() as stop:
                 self._loop(stop)
+        except distributed.DistributedError as error:
+            raise TrainError(f"{error}; {self.last_checkpoint_text()}") from None
         finally:
             self._close_loader()
         if self.stopped_by is not None:
@@ -710,9 +729,9 @@ class Trainer:
             self.save_checkpoint()
 
     def _dataset_failure(self, error: DatasetError, saved_at: int) -> TrainError:
-        """The error that ends a run on a damaged image record, after a checkpoint of the iterations done (with one
-        process only: saving is collective, and the other ranks are inside an iteration)."""
-        if self.info.world_size == 1 and saved_at != self.iteration:
+        """The error that ends a run on a damaged image record (every rank's), after a checkpoint of the iterations
+        done."""
+        if saved_at != self.iteration:
             self.save_checkpoint()
         return TrainError(f"dataset: {error.problem}; {self.last_checkpoint_text()}: repair the database (or prepare "
                           f"it again with prepare_data.py) and continue with --resume {self.out}")
@@ -822,7 +841,7 @@ def main(argv=None) -> int:
         trainer.run()
         if trainer.stopped_by is not None:
             return 128 + trainer.stopped_by  # as if killed by it: a job scheduler sees an unfinished run
-    except (TrainError, ckpt.CheckpointError, distributed.DeviceError) as error:
+    except (TrainError, ckpt.CheckpointError, distributed.DeviceError, distributed.DistributedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
