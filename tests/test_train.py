@@ -582,3 +582,16 @@ def test_two_process_rank_that_dies_ends_the_other_with_an_error(lmdb_path, tmp_
     assert result.returncode != 0 and not rank_tracebacks(output), output[-3000:]
     assert re.search(r"error: another process of this run ended or stopped answering \(.+\): its own output says "
                      rf"why; the last checkpoint written is {out / 'checkpoint' / '000004.pt'}\n", output), output
+
+
+def test_two_process_ranks_given_different_options_are_refused(lmdb_path, tmp_path):
+    """Rank 1 is started with another --batch: both ranks refuse to train (they used to train without an error, each
+    with its own batch, and rank 0's checkpoint recorded its own)."""
+    out = tmp_path / "run"
+    result = _torchrun_two_processes(args_for(lmdb_path, out), tmp_path, 'sys.argv += ["--batch", "8"]')
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and not rank_tracebacks(output), output[-3000:]
+    assert output.count("error: the processes of this run differ in --batch: 4 on rank 0, 8 on rank 1; start every "
+                        "process with the same options, dataset and checkpoint") >= 1, output[-3000:]
+    assert not (out / "checkpoint").exists()
+

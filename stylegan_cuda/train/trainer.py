@@ -14,9 +14,9 @@
 - ``--lr`` is the learning rate when ``--sched`` is off (the seed overwrote it).
 - Samples use fixed latents and noise, so successive sample grids show the same images evolving.
 - Mixed precision (``--amp bf16|fp16``), several processes with ``torchrun`` (gradients averaged by all-reduce, the
-  data split by rank, files written by rank 0 only). A problem one rank meets alone (a damaged record, a file rank 0
-  cannot write) ends every rank with its error, and a rank that dies ends the others with an error naming the last
-  checkpoint, never a wait.
+  data split by rank, files written by rank 0 only). The ranks must be given the same options; a problem one rank
+  meets alone (a damaged record, a file rank 0 cannot write) ends every rank with its error, and a rank that dies
+  ends the others with an error naming the last checkpoint, never a wait.
 """
 
 from __future__ import annotations
@@ -398,10 +398,10 @@ class Trainer:
 
         if resume is not None and resume.seed_adam_states is not None:
             self._load_seed_adam_states(resume.seed_adam_states)
-        rng = None
-        if resume is not None and resume.training is not None:
-            rng = self._load_training(resume.training)
-        else:
+        training = resume.training if resume is not None else None
+        rng = self._load_training(training) if training is not None else None
+        self._check_same_run()
+        if training is None:
             for model in (self.generator, self.discriminator, self.g_running):
                 distributed.broadcast_module(model, self.info)
         if rng is not None:
@@ -458,6 +458,20 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         return None
+
+    def _check_same_run(self) -> None:
+        """Raise :class:`TrainError` on every rank where the ranks would not train the same run: options (the dataset
+        and ``--out`` paths aside, which may differ between machines), dataset size or resumed iteration. Left to
+        themselves, such ranks train with different batches, data or learning rates without an error."""
+        mine = {f"--{key}": value for key, value in self.config.resumable().items() if key not in ("dataset", "out")}
+        mine.update({"the dataset's image count": len(self.dataset), "the iteration resumed at": self.iteration})
+        ranks = distributed.gather_objects(mine, self.info)
+        for name, value in ranks[0].items():
+            for rank, theirs in enumerate(ranks):
+                if theirs[name] != value:
+                    raise TrainError(f"the processes of this run differ in {name}: {value} on rank 0, {theirs[name]} "
+                                     f"on rank {rank}; start every process with the same options, dataset and "
+                                     "checkpoint")
 
     def current_alpha(self) -> float:
         """The fade-in weight the models were last trained at (the next one's before any iteration ran)."""
