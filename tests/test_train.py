@@ -584,6 +584,21 @@ def test_two_process_rank_that_dies_ends_the_other_with_an_error(lmdb_path, tmp_
                      rf"why; the last checkpoint written is {out / 'checkpoint' / '000004.pt'}\n", output), output
 
 
+def test_two_process_signal_twice_on_a_rank_still_stops_with_a_checkpoint(lmdb_path, tmp_path):
+    """A rank gets SIGTERM twice, as when a batch scheduler signals every process of the job and torchrun forwards
+    its own: the ranks stop after the iteration with a checkpoint (the repeat used to stop that rank at once, and no
+    checkpoint was written)."""
+    out = tmp_path / "run"
+    twice = "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGTERM)"
+    result = _torchrun_two_processes(args_for(lmdb_path, out, "--save_every", "100"), tmp_path,
+                                     on_rank1_before_iteration(2, twice))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "interrupted at once" not in output, output[-3000:]
+    assert f"[000003] stopped by SIGTERM: checkpoint {out / 'checkpoint' / '000003.pt'}" in output, output[-3000:]
+    assert "exitcode  : 143" in output, output[-3000:]  # torchrun's report: 128 + SIGTERM
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["000003.pt"]
+
+
 def test_two_process_ranks_given_different_options_are_refused(lmdb_path, tmp_path):
     """Rank 1 is started with another --batch: both ranks refuse to train (they used to train without an error, each
     with its own batch, and rank 0's checkpoint recorded its own)."""

@@ -321,11 +321,16 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 class StopRequest:
     """While entered (in the main thread): SIGINT or SIGTERM (Ctrl-C, a scheduler's preemption) asks the run to stop
     after the current iteration, with a checkpoint; a second one stops at once (``KeyboardInterrupt``), even where
-    the code it lands in turns the interrupt into another error (``torch.save`` raises a ``RuntimeError``)."""
+    the code it lands in turns the interrupt into another error (``torch.save`` raises a ``RuntimeError``).
 
-    def __init__(self):
+    With ``repeat_stops_at_once=False`` (the ranks of ``torchrun``) a repeat is the same request: torchrun forwards
+    the signal it gets to every rank, which a batch scheduler signals directly as well, and it kills the ranks itself
+    when they outlast its grace period."""
+
+    def __init__(self, repeat_stops_at_once: bool = True):
         self.signum: int | None = None
         self.interrupted = False
+        self.repeat_stops_at_once = repeat_stops_at_once
         self._handling = contextlib.ExitStack()
 
     def __enter__(self) -> "StopRequest":
@@ -338,10 +343,11 @@ class StopRequest:
             raise KeyboardInterrupt from exc
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
+        if self.signum is None:
+            self.signum = signum
+        elif self.repeat_stops_at_once:
             self.interrupted = True
             raise KeyboardInterrupt
-        self.signum = signum
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -690,7 +696,7 @@ class Trainer:
                  f"({config.loss}, amp {config.amp}{layout}, impl {config.impl}); starting at iteration "
                  f"{self.iteration}, {self.progress.resolution} px, {self.progress.used_sample} images into it")
         try:
-            with StopRequest() as stop:
+            with StopRequest(repeat_stops_at_once=not self.info.enabled) as stop:
                 self._loop(stop)
         except distributed.DistributedError as error:
             raise TrainError(f"{error}; {self.last_checkpoint_text()}") from None
