@@ -610,3 +610,21 @@ def test_two_process_ranks_given_different_options_are_refused(lmdb_path, tmp_pa
                         "process with the same options, dataset and checkpoint") >= 1, output[-3000:]
     assert not (out / "checkpoint").exists()
 
+
+@pytest.mark.parametrize("world_sizes", [(1, 2), (2, 1)])
+def test_resuming_with_another_number_of_processes_goes_on_with_the_epoch(lmdb_path, tmp_path, world_sizes):
+    """A rank's data position counts its own share: resumed by another number of processes, the ranks go on with the
+    images of the epoch not shown yet (they used to skip or repeat part of it). Ranks are simulated in one process
+    (``DistInfo`` without a process group); both take the same epoch order."""
+    written_by, resumed_by = world_sizes
+    argv = args_for(lmdb_path, tmp_path / "run", "--init_size", "16", iterations=1)
+    config, _ = make_config(argv)
+    Trainer(config, info=trainer_module.DistInfo(0, written_by), log=lambda *a, **k: None).run()
+    epoch = ResumableBatches(6, 4, 0, 16).epoch_keys(0).tolist()  # the order for 1 and for 2 processes
+    rest = []  # the epoch's first 4 keys were taken (by 1 rank, or 2 by each of 2)
+    for rank in range(resumed_by):
+        config, resume = make_config([str(lmdb_path), "--resume", str(tmp_path / "run"), "--iterations", "2"])
+        trainer = Trainer(config, resume, info=trainer_module.DistInfo(rank, resumed_by), log=lambda *a, **k: None)
+        batches = ResumableBatches(6, trainer._local_batch(), 0, 16, rank, resumed_by, trainer.data_position)
+        rest += next(iter(batches))[:2 // resumed_by]
+    assert sorted(rest) == sorted(epoch[4:])

@@ -172,6 +172,13 @@ class ResumableBatches(Sampler):
         self.rank, self.world_size, self.position = rank, world_size, position
         self.per_rank = math.ceil(length / world_size)
 
+    @staticmethod
+    def rank_position(length: int, position: int, world_size: int, new_world_size: int) -> int:
+        """A rank's ``position`` in a run of ``world_size`` ranks as one in a run of ``new_world_size``: the same
+        epoch, as much of it done (exactly where ``new_world_size`` divides the keys the ranks took of it)."""
+        epoch, offset = divmod(position, math.ceil(length / world_size))
+        return epoch * math.ceil(length / new_world_size) + offset * world_size // new_world_size
+
     def epoch_keys(self, epoch: int) -> torch.Tensor:
         seed = ((self.seed * 1_000_003 + self.resolution) * 65_537 + epoch) % 2**63  # torch takes 64 bits
         generator = torch.Generator().manual_seed(seed)
@@ -454,11 +461,16 @@ class Trainer:
         if self.config.amp == "fp16" and training.get("g_scaler"):
             self.g_scaler.load_state_dict(training["g_scaler"])
             self.d_scaler.load_state_dict(training["d_scaler"])
+        written_by = training.get("world_size") or 1
+        if written_by != self.info.world_size:  # this rank's share of the epoch's rest
+            self.data_position = ResumableBatches.rank_position(len(self.dataset), self.data_position, written_by,
+                                                                self.info.world_size)
         states = training.get("rng") or []
         if len(states) == self.info.world_size:
             return states[self.info.rank]
-        self.log(f"note: the checkpoint was written by {len(states)} process(es), this run has "
-                 f"{self.info.world_size}: random streams are re-seeded, the run is not bit-exact with the original")
+        self.log(f"note: the checkpoint was written by {written_by} process(es), this run has "
+                 f"{self.info.world_size}: random streams are re-seeded and the rest of the epoch is split anew, the "
+                 "run is not bit-exact with the original")
         seed = self.config.seed * 1000 + self.info.rank + 1 + 7919 * self.iteration
         torch.manual_seed(seed)
         random.seed(seed)
