@@ -438,7 +438,7 @@ _NUMBER = (int, float)
 _TRAINING_ENTRIES = {"iteration": int, "data_position": int, "progress": dict, "args": dict, "g_optimizer": dict,
                      "d_optimizer": dict}
 _OPTIONAL_TRAINING_ENTRIES = {"alpha": _NUMBER, "last_alpha": _NUMBER, "rng": list, "g_scaler": dict,
-                              "d_scaler": dict}
+                              "d_scaler": dict, "world_size": int}
 _PROGRESS_ENTRIES = {"step": int, "used_sample": int, "final": bool}
 
 
@@ -456,6 +456,9 @@ def check_training_state(training: object, path) -> None:
     for name, value in counts.items():
         if value < 0:
             raise CheckpointError(f"{path}: the training state's {name} is {value}, not a count")
+    if "world_size" in optional and training["world_size"] < 1:
+        raise CheckpointError(f"{path}: the training state's world_size is {training['world_size']}, not a number of "
+                              "processes")
     if not 0 <= progress["step"] <= MAX_STEP:
         raise CheckpointError(f"{path}: the training state's progress.step is {progress['step']}: steps are 0 to "
                               f"{MAX_STEP} ({RESOLUTIONS[0]} to {RESOLUTIONS[-1]} px)")

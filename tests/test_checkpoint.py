@@ -327,6 +327,7 @@ BAD_STRUCTURES = {
     "iteration_negative": (("training", "iteration"), -1, "iteration is -1, not a count"),
     "alpha_large": (("training", "alpha"), 2.0, "alpha is 2.0, not a fade-in weight from 0 to 1"),
     "rng_int": (("training", "rng"), 5, "rng is of type int, expected list"),
+    "world_size_zero": (("training", "world_size"), 0, "world_size is 0, not a number of processes"),
     "args_list": (("training", "args"), [], "args is of type list, expected dict"),
 }
 

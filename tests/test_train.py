@@ -5,6 +5,7 @@ Tiny networks (16 channels, 16-dim codes) on a tiny LMDB of the demo images at 8
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import lmdb
@@ -470,20 +472,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun_two_processes(train_args, cwd) -> subprocess.CompletedProcess:
+RANK1_SCRIPT = """import os, signal, sys
+from stylegan_cuda.train import trainer
+if os.environ["RANK"] == "1":
+{code}
+sys.exit(trainer.main())
+"""
+
+
+def on_rank1_before_iteration(iteration: int, action: str) -> str:
+    """Code for ``rank1_code``: run ``action`` in rank 1 as its iteration ``iteration`` (counted from 0) starts."""
+    return f"""
+run_iteration = trainer.Trainer.train_iteration
+def train_iteration(self):
+    if self.iteration == {iteration}:
+        {action}
+    return run_iteration(self)
+trainer.Trainer.train_iteration = train_iteration
+"""
+
+
+def _torchrun_two_processes(train_args, cwd, rank1_code: str = "") -> subprocess.CompletedProcess:
+    """``train.py TRAIN_ARGS`` in 2 gloo processes; ``rank1_code`` (Python, with ``trainer`` imported) runs in rank
+    1 first. A run that does not end within 150 s (a rank waiting for another) fails the test."""
+    script = REPO / "train.py"
+    if rank1_code:
+        script = Path(cwd) / "train_rank1.py"
+        script.write_text(RANK1_SCRIPT.format(code=textwrap.indent(textwrap.dedent(rank1_code), "    ")))
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(REPO / "train.py"), *train_args]
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script), *train_args]
     pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    # Its own session, so that a run that hangs is ended with its ranks (torchrun starts them in sessions of their
+    # own, so they are found by their parent).
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
-        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
+        stdout, stderr = process.communicate(timeout=150)
     except subprocess.TimeoutExpired:
-        pytest.skip("torchrun with 2 gloo processes did not finish in 150 s on this machine")
+        ranks = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        for pid in [process.pid, *map(int, ranks)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"torchrun with 2 gloo processes did not end in 150 s: {(stdout + stderr)[-3000:]}")
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     output = result.stdout + result.stderr
     if result.returncode != 0 and any(s in output for s in ("EADDRINUSE", "Address already in use",
                                                            "Connection refused", "RendezvousConnectionError")):
         pytest.skip(f"torchrun could not start its rendezvous here: {output[-500:]}")
     return result
+
+
+def rank_tracebacks(output: str) -> list[str]:
+    """The tracebacks of the ranks in torchrun's output (torchrun prefixes their lines with ``[rankN]:``; its own
+    report of failed ranks is not one of them)."""
+    return re.findall(r"\[rank\d+\]: Traceback.*", output)
 
 
 def test_two_process_gloo_run(lmdb_path, tmp_path):
@@ -506,3 +550,91 @@ def test_two_process_gloo_run(lmdb_path, tmp_path):
     assert again.returncode != 0
     assert (again.stdout + again.stderr).count("that this run would write over") == 2
     assert (out / "checkpoint" / "000006.pt").read_bytes() == saved
+
+
+def test_two_process_damaged_record_read_by_one_rank_stops_both_with_a_checkpoint(lmdb_path, tmp_path):
+    """Rank 1 alone reads the damaged record: both ranks end with its error, after a checkpoint of the iterations
+    done (rank 0 used to wait for rank 1 in the gradients' all-reduce, then fail with gloo's traceback, and the
+    iterations were lost)."""
+    read = [[[key // 2 for key in batch] for _, batch in zip(range(2), ResumableBatches(6, 2, 2, 16, rank, 2))]
+            for rank in range(2)]
+    assert 0 in read[1][1] and 0 not in read[1][0] + read[0][0] + read[0][1]  # with --seed 2, at iteration 1
+    damage(lmdb_path, tmp_path / "db", "garbage", 0)
+    out = tmp_path / "run"
+    result = _torchrun_two_processes(args_for(tmp_path / "db", out, "--init_size", "16", "--seed", "2",
+                                              "--save_every", "100"), tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and not rank_tracebacks(output), output[-3000:]
+    assert re.search(rf"error: dataset: database {tmp_path / 'db'}, key '16-00000': not a readable image .*; the last "
+                     rf"checkpoint written is {out / 'checkpoint' / '000001.pt'}: repair the database", output), output
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["000001.pt"]
+    training = torch.load(out / "checkpoint" / "000001.pt", weights_only=True)["training"]
+    assert training["iteration"] == 1 and training["data_position"] == 2 and len(training["rng"]) == 2
+
+
+def test_two_process_file_that_rank0_cannot_write_ends_both_ranks(lmdb_path, tmp_path):
+    """Rank 0 cannot write a sample grid (a folder is in its place): both ranks end with that error (rank 1 used to
+    fail with gloo's traceback, waiting for rank 0 in the next iteration)."""
+    out = tmp_path / "run"
+    (out / "sample" / "000004.png").mkdir(parents=True)
+    result = _torchrun_two_processes(args_for(lmdb_path, out), tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and not rank_tracebacks(output), output[-3000:]
+    assert f"error: cannot write the sample grid {out / 'sample' / '000004.png'}" in output
+
+
+def test_two_process_rank_that_dies_ends_the_other_with_an_error(lmdb_path, tmp_path):
+    """Rank 1 is killed (SIGKILL): rank 0 ends at once with an error naming the last checkpoint, not a traceback."""
+    out = tmp_path / "run"
+    result = _torchrun_two_processes(args_for(lmdb_path, out, iterations=8), tmp_path,
+                                     on_rank1_before_iteration(4, "os.kill(os.getpid(), signal.SIGKILL)"))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and not rank_tracebacks(output), output[-3000:]
+    assert re.search(r"error: another process of this run ended or stopped answering \(.+\): its own output says "
+                     rf"why; the last checkpoint written is {out / 'checkpoint' / '000004.pt'}\n", output), output
+
+
+def test_two_process_signal_twice_on_a_rank_still_stops_with_a_checkpoint(lmdb_path, tmp_path):
+    """A rank gets SIGTERM twice, as when a batch scheduler signals every process of the job and torchrun forwards
+    its own: the ranks stop after the iteration with a checkpoint (the repeat used to stop that rank at once, and no
+    checkpoint was written)."""
+    out = tmp_path / "run"
+    twice = "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGTERM)"
+    result = _torchrun_two_processes(args_for(lmdb_path, out, "--save_every", "100"), tmp_path,
+                                     on_rank1_before_iteration(2, twice))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "interrupted at once" not in output, output[-3000:]
+    assert f"[000003] stopped by SIGTERM: checkpoint {out / 'checkpoint' / '000003.pt'}" in output, output[-3000:]
+    assert "exitcode  : 143" in output, output[-3000:]  # torchrun's report: 128 + SIGTERM
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["000003.pt"]
+
+
+def test_two_process_ranks_given_different_options_are_refused(lmdb_path, tmp_path):
+    """Rank 1 is started with another --batch: both ranks refuse to train (they used to train without an error, each
+    with its own batch, and rank 0's checkpoint recorded its own)."""
+    out = tmp_path / "run"
+    result = _torchrun_two_processes(args_for(lmdb_path, out), tmp_path, 'sys.argv += ["--batch", "8"]')
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and not rank_tracebacks(output), output[-3000:]
+    assert output.count("error: the processes of this run differ in --batch: 4 on rank 0, 8 on rank 1; start every "
+                        "process with the same options, dataset and checkpoint") >= 1, output[-3000:]
+    assert not (out / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("world_sizes", [(1, 2), (2, 1)])
+def test_resuming_with_another_number_of_processes_goes_on_with_the_epoch(lmdb_path, tmp_path, world_sizes):
+    """A rank's data position counts its own share: resumed by another number of processes, the ranks go on with the
+    images of the epoch not shown yet (they used to skip or repeat part of it). Ranks are simulated in one process
+    (``DistInfo`` without a process group); both take the same epoch order."""
+    written_by, resumed_by = world_sizes
+    argv = args_for(lmdb_path, tmp_path / "run", "--init_size", "16", iterations=1)
+    config, _ = make_config(argv)
+    Trainer(config, info=trainer_module.DistInfo(0, written_by), log=lambda *a, **k: None).run()
+    epoch = ResumableBatches(6, 4, 0, 16).epoch_keys(0).tolist()  # the order for 1 and for 2 processes
+    rest = []  # the epoch's first 4 keys were taken (by 1 rank, or 2 by each of 2)
+    for rank in range(resumed_by):
+        config, resume = make_config([str(lmdb_path), "--resume", str(tmp_path / "run"), "--iterations", "2"])
+        trainer = Trainer(config, resume, info=trainer_module.DistInfo(rank, resumed_by), log=lambda *a, **k: None)
+        batches = ResumableBatches(6, trainer._local_batch(), 0, 16, rank, resumed_by, trainer.data_position)
+        rest += next(iter(batches))[:2 // resumed_by]
+    assert sorted(rest) == sorted(epoch[4:])

@@ -4,12 +4,17 @@ Every rank holds the whole models. After each backward pass the gradients are av
 all-reduce of a flat buffer (:func:`all_reduce_gradients`), so every rank takes the same optimizer step and the
 models stay identical without DDP (whose hooks do not fit the double backward of the gradient penalties nor a
 progressive network whose unused blocks change with the resolution). Only rank 0 writes files.
+
+A collective that fails because another rank died, or stopped answering for the process group's timeout (30 minutes),
+raises :class:`DistributedError`; a problem that one rank meets alone reaches the others through
+:func:`first_problem`, so that they stop together instead of waiting for it in the next collective.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 
 import torch
@@ -37,6 +42,30 @@ def launched_by_torchrun() -> bool:
 
 class DeviceError(ValueError):
     """A ``--device`` that names no usable device."""
+
+
+class DistributedError(RuntimeError):
+    """The ranks cannot go on together: another one died or stopped answering, or their models differ."""
+
+
+def _collective(function):
+    """``function`` raising :class:`DistributedError` where its collective fails (gloo's "Connection closed by
+    peer" when a rank died, a timeout, NCCL's errors: all ``RuntimeError``; this rank's running out of memory
+    stays itself)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (DistributedError, torch.OutOfMemoryError):
+            raise
+        except RuntimeError as error:
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            reason = lines[0].split("] ", 1)[-1].split(". ")[0]  # without gloo's "[file.cc:line] " and advice
+            raise DistributedError(f"another process of this run ended or stopped answering ({reason}): its own "
+                                   "output says why") from None
+
+    return wrapper
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
@@ -80,11 +109,7 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
-
+@_collective
 def all_reduce_gradients(parameters, info: DistInfo) -> None:
     """Average the gradients of ``parameters`` over the ranks (those without a gradient are skipped: every rank
     trains the same blocks, so every rank skips the same ones)."""
@@ -102,6 +127,7 @@ def all_reduce_gradients(parameters, info: DistInfo) -> None:
         offset += g.numel()
 
 
+@_collective
 @torch.no_grad()
 def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
     """Copy rank 0's parameters and buffers to every rank."""
@@ -111,6 +137,7 @@ def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
+@_collective
 @torch.no_grad()
 def check_in_sync(modules: dict, info: DistInfo) -> None:
     """Raise if the ranks' parameters differ (compared through per-tensor sums, exactly)."""
@@ -122,9 +149,10 @@ def check_in_sync(modules: dict, info: DistInfo) -> None:
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
         if not torch.equal(low, high):
-            raise RuntimeError(f"distributed training diverged: the ranks' {name} parameters differ")
+            raise DistributedError(f"distributed training diverged: the ranks' {name} parameters differ")
 
 
+@_collective
 def mean_over_ranks(values: dict, info: DistInfo) -> dict:
     """The ranks' average of a dict of scalar tensors (one all-reduce)."""
     if not info.enabled or info.world_size == 1 or not values:
@@ -136,6 +164,7 @@ def mean_over_ranks(values: dict, info: DistInfo) -> dict:
     return dict(zip(keys, stacked.unbind(0)))
 
 
+@_collective
 def max_over_ranks(value: int, info: DistInfo) -> int:
     """The largest of the ranks' ``value`` (one all-reduce of one number, on the CPU)."""
     if not info.enabled or info.world_size == 1:
@@ -145,6 +174,7 @@ def max_over_ranks(value: int, info: DistInfo) -> int:
     return int(tensor.item())
 
 
+@_collective
 def gather_objects(obj, info: DistInfo) -> list:
     """Every rank's ``obj``, in rank order (on every rank)."""
     if not info.enabled or info.world_size == 1:
@@ -152,3 +182,12 @@ def gather_objects(obj, info: DistInfo) -> list:
     gathered = [None] * info.world_size
     dist.all_gather_object(gathered, obj, group=info.control_group)
     return gathered
+
+
+def first_problem(problem: str | None, info: DistInfo) -> str | None:
+    """The ``problem`` of the first rank that has one, on every rank (``None`` where none has): ranks that meet a
+    problem alone (a damaged record, a file rank 0 cannot write) then stop together with the others, instead of
+    leaving them waiting in the next collective. One all-reduce of a flag; the texts travel only when there is one."""
+    if max_over_ranks(int(problem is not None), info) == 0:
+        return None
+    return next(text for text in gather_objects(problem, info) if text is not None)

@@ -14,7 +14,9 @@
 - ``--lr`` is the learning rate when ``--sched`` is off (the seed overwrote it).
 - Samples use fixed latents and noise, so successive sample grids show the same images evolving.
 - Mixed precision (``--amp bf16|fp16``), several processes with ``torchrun`` (gradients averaged by all-reduce, the
-  data split by rank, files written by rank 0 only).
+  data split by rank, files written by rank 0 only). The ranks must be given the same options; a problem one rank
+  meets alone (a damaged record, a file rank 0 cannot write) ends every rank with its error, and a rank that dies
+  ends the others with an error naming the last checkpoint, never a wait.
 """
 
 from __future__ import annotations
@@ -171,6 +173,13 @@ class ResumableBatches(Sampler):
         self.rank, self.world_size, self.position = rank, world_size, position
         self.per_rank = math.ceil(length / world_size)
 
+    @staticmethod
+    def rank_position(length: int, position: int, world_size: int, new_world_size: int) -> int:
+        """A rank's ``position`` in a run of ``world_size`` ranks as one in a run of ``new_world_size``: the same
+        epoch, as much of it done (exactly where ``new_world_size`` divides the keys the ranks took of it)."""
+        epoch, offset = divmod(position, math.ceil(length / world_size))
+        return epoch * math.ceil(length / new_world_size) + offset * world_size // new_world_size
+
     def epoch_keys(self, epoch: int) -> torch.Tensor:
         seed = ((self.seed * 1_000_003 + self.resolution) * 65_537 + epoch) % 2**63  # torch takes 64 bits
         generator = torch.Generator().manual_seed(seed)
@@ -320,11 +329,16 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 class StopRequest:
     """While entered (in the main thread): SIGINT or SIGTERM (Ctrl-C, a scheduler's preemption) asks the run to stop
     after the current iteration, with a checkpoint; a second one stops at once (``KeyboardInterrupt``), even where
-    the code it lands in turns the interrupt into another error (``torch.save`` raises a ``RuntimeError``)."""
+    the code it lands in turns the interrupt into another error (``torch.save`` raises a ``RuntimeError``).
 
-    def __init__(self):
+    With ``repeat_stops_at_once=False`` (the ranks of ``torchrun``) a repeat is the same request: torchrun forwards
+    the signal it gets to every rank, which a batch scheduler signals directly as well, and it kills the ranks itself
+    when they outlast its grace period."""
+
+    def __init__(self, repeat_stops_at_once: bool = True):
         self.signum: int | None = None
         self.interrupted = False
+        self.repeat_stops_at_once = repeat_stops_at_once
         self._handling = contextlib.ExitStack()
 
     def __enter__(self) -> "StopRequest":
@@ -337,10 +351,11 @@ class StopRequest:
             raise KeyboardInterrupt from exc
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
+        if self.signum is None:
+            self.signum = signum
+        elif self.repeat_stops_at_once:
             self.interrupted = True
             raise KeyboardInterrupt
-        self.signum = signum
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -397,10 +412,10 @@ class Trainer:
 
         if resume is not None and resume.seed_adam_states is not None:
             self._load_seed_adam_states(resume.seed_adam_states)
-        rng = None
-        if resume is not None and resume.training is not None:
-            rng = self._load_training(resume.training)
-        else:
+        training = resume.training if resume is not None else None
+        rng = self._load_training(training) if training is not None else None
+        self._check_same_run()
+        if training is None:
             for model in (self.generator, self.discriminator, self.g_running):
                 distributed.broadcast_module(model, self.info)
         if rng is not None:
@@ -447,16 +462,35 @@ class Trainer:
         if self.config.amp == "fp16" and training.get("g_scaler"):
             self.g_scaler.load_state_dict(training["g_scaler"])
             self.d_scaler.load_state_dict(training["d_scaler"])
+        written_by = training.get("world_size") or 1
+        if written_by != self.info.world_size:  # this rank's share of the epoch's rest
+            self.data_position = ResumableBatches.rank_position(len(self.dataset), self.data_position, written_by,
+                                                                self.info.world_size)
         states = training.get("rng") or []
         if len(states) == self.info.world_size:
             return states[self.info.rank]
-        self.log(f"note: the checkpoint was written by {len(states)} process(es), this run has "
-                 f"{self.info.world_size}: random streams are re-seeded, the run is not bit-exact with the original")
+        self.log(f"note: the checkpoint was written by {written_by} process(es), this run has "
+                 f"{self.info.world_size}: random streams are re-seeded and the rest of the epoch is split anew, the "
+                 "run is not bit-exact with the original")
         seed = self.config.seed * 1000 + self.info.rank + 1 + 7919 * self.iteration
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
         return None
+
+    def _check_same_run(self) -> None:
+        """Raise :class:`TrainError` on every rank where the ranks would not train the same run: options (the dataset
+        and ``--out`` paths aside, which may differ between machines), dataset size or resumed iteration. Left to
+        themselves, such ranks train with different batches, data or learning rates without an error."""
+        mine = {f"--{key}": value for key, value in self.config.resumable().items() if key not in ("dataset", "out")}
+        mine.update({"the dataset's image count": len(self.dataset), "the iteration resumed at": self.iteration})
+        ranks = distributed.gather_objects(mine, self.info)
+        for name, value in ranks[0].items():
+            for rank, theirs in enumerate(ranks):
+                if theirs[name] != value:
+                    raise TrainError(f"the processes of this run differ in {name}: {value} on rank 0, {theirs[name]} "
+                                     f"on rank {rank}; start every process with the same options, dataset and "
+                                     "checkpoint")
 
     def current_alpha(self) -> float:
         """The fade-in weight the models were last trained at (the next one's before any iteration ran)."""
@@ -504,7 +538,8 @@ class Trainer:
         distributed.check_in_sync({"generator": self.generator, "discriminator": self.discriminator}, self.info)
         training = self.training_state()
         path = self.checkpoint_dir / f"{self.iteration:06d}.pt"
-        if self.info.is_main:
+
+        def write() -> None:
             data = {"format": ckpt.FORMAT, "version": ckpt.VERSION,
                     "models": {"generator": _model_entry(self.generator),
                                "discriminator": _model_entry(self.discriminator),
@@ -514,9 +549,24 @@ class Trainer:
                 ckpt.atomic_save(data, path)
             except OSError as error:  # the disk is full, say: the previous checkpoints are intact
                 raise TrainError(f"cannot write the checkpoint {path}: {error}") from None
-        distributed.barrier(self.info)
+
+        self._on_main(write)
         self.last_checkpoint = path
         return path
+
+    def _on_main(self, action):
+        """``action()`` on rank 0 (its result there, ``None`` elsewhere); every rank waits for it and raises its
+        :class:`TrainError`, if any (collective: every rank must call it)."""
+        result = problem = None
+        if self.info.is_main:
+            try:
+                result = action()
+            except TrainError as error:
+                problem = str(error)
+        problem = distributed.first_problem(problem, self.info)
+        if problem is not None:
+            raise TrainError(problem)
+        return result
 
     # -------------------------------------------------------------------------------------------------- data
 
@@ -588,8 +638,10 @@ class Trainer:
         return torch.cat(images), ncol
 
     def write_sample(self, alpha: float) -> Path | None:
-        if not self.info.is_main:
-            return None
+        """Write the sample grid (rank 0, which returns its path; every rank must call it)."""
+        return self._on_main(lambda: self._write_sample_on_main(alpha))
+
+    def _write_sample_on_main(self, alpha: float) -> Path:
         images, ncol = self.sample_images(self.progress.step, alpha)
         path = self.sample_dir / f"{self.iteration:06d}.png"
         try:
@@ -601,15 +653,7 @@ class Trainer:
 
     def prepare_output(self) -> None:
         """Create the output folders (rank 0); every rank raises rank 0's error, if any, rather than wait for it."""
-        problem = None
-        if self.info.is_main:
-            try:
-                self._prepare_output_on_main()
-            except TrainError as error:
-                problem = str(error)
-        problem = distributed.gather_objects(problem, self.info)[0]
-        if problem is not None:
-            raise TrainError(problem)
+        self._on_main(self._prepare_output_on_main)
 
     def _prepare_output_on_main(self) -> None:
         later = [path for iteration, path in ckpt.run_checkpoints(self.checkpoint_dir) if iteration > self.iteration]
@@ -628,7 +672,8 @@ class Trainer:
             raise TrainError(f"--out {self.out}: cannot write the output folders: {error}") from None
 
     def train_iteration(self) -> dict:
-        """One iteration; a :class:`DatasetError` leaves the run where the previous iteration left it."""
+        """One iteration; a :class:`DatasetError` (on every rank, whichever read the record) leaves the run where the
+        previous iteration left it."""
         before = dataclasses.replace(self.progress), self.data_position
         alpha, stepped = self.progress.begin_iteration(self.schedule)
         if stepped:
@@ -636,11 +681,15 @@ class Trainer:
             self.log(f"[{self.iteration:06d}] now at {self.progress.resolution} px "
                      f"(batch {self.schedule.batch_at(self.progress.resolution)}, "
                      f"lr {self.schedule.lr_at(self.progress.resolution):g})")
+        real = problem = None
         try:
             real = self._next_batch()
-        except DatasetError:
+        except DatasetError as error:
+            problem = error.problem
+        problem = distributed.first_problem(problem, self.info)
+        if problem is not None:
             self.progress, self.data_position = before
-            raise
+            raise DatasetError(problem)
         losses = self.train_step(real, self.progress.step, alpha)
         self.progress.end_iteration(real.shape[0] * self.info.world_size)
         self.iteration += 1
@@ -660,8 +709,10 @@ class Trainer:
                  f"({config.loss}, amp {config.amp}{layout}, impl {config.impl}); starting at iteration "
                  f"{self.iteration}, {self.progress.resolution} px, {self.progress.used_sample} images into it")
         try:
-            with StopRequest() as stop:
+            with StopRequest(repeat_stops_at_once=not self.info.enabled) as stop:
                 self._loop(stop)
+        except distributed.DistributedError as error:
+            raise TrainError(f"{error}; {self.last_checkpoint_text()}") from None
         finally:
             self._close_loader()
         if self.stopped_by is not None:
@@ -711,9 +762,9 @@ class Trainer:
             self.save_checkpoint()
 
     def _dataset_failure(self, error: DatasetError, saved_at: int) -> TrainError:
-        """The error that ends a run on a damaged image record, after a checkpoint of the iterations done (with one
-        process only: saving is collective, and the other ranks are inside an iteration)."""
-        if self.info.world_size == 1 and saved_at != self.iteration:
+        """The error that ends a run on a damaged image record (every rank's), after a checkpoint of the iterations
+        done."""
+        if saved_at != self.iteration:
             self.save_checkpoint()
         return TrainError(f"dataset: {error.problem}; {self.last_checkpoint_text()}: repair the database (or prepare "
                           f"it again with prepare_data.py) and continue with --resume {self.out}")
@@ -827,7 +878,7 @@ def main(argv=None) -> int:
         trainer.run()
         if trainer.stopped_by is not None:
             return 128 + trainer.stopped_by  # as if killed by it: a job scheduler sees an unfinished run
-    except (TrainError, ckpt.CheckpointError, distributed.DeviceError) as error:
+    except (TrainError, ckpt.CheckpointError, distributed.DeviceError, distributed.DistributedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
