@@ -85,6 +85,9 @@ def machine_info(device: str) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "device": device,
     }
+    malloc = {name: value for name, value in os.environ.items() if name.startswith("MALLOC_")}
+    if malloc:  # glibc malloc settings change CPU timings (page faults of fresh outputs)
+        info["malloc_env"] = malloc
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
