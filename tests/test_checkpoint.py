@@ -20,7 +20,7 @@ from stylegan_cuda.checkpoint import CheckpointError, load_rosinality
 from stylegan_cuda.convert import main as convert_main
 from stylegan_cuda.models import MAX_STEP, RESOLUTIONS, Discriminator, StyledGenerator
 from stylegan_cuda.train.step import make_optimizers
-from stylegan_cuda.train.trainer import TRAINING_KIND, TRAINING_VERSION, read_resume
+from stylegan_cuda.train.resume import TRAINING_KIND, TRAINING_VERSION, read_resume
 from test_models import BATCH, CODE_DIM, TINY, assert_close_scaled, randomize
 
 SEED_TINY = dict(code_dim=CODE_DIM, n_mlp=3, **TINY)

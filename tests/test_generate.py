@@ -18,7 +18,8 @@ from stylegan_cuda.generate import cli
 from stylegan_cuda.generate.cli import main
 from stylegan_cuda.generate.sampling import MAX_SEED
 from stylegan_cuda.models import StyledGenerator
-from stylegan_cuda.train.trainer import Trainer, make_config
+from stylegan_cuda.train.cli import make_config
+from stylegan_cuda.train.trainer import Trainer
 
 TINY = dict(code_dim=16, n_mlp=2, channel_base=1024, max_channels=16)
 

@@ -27,7 +27,10 @@ from stylegan_cuda.data.demo import write_demo_images
 from stylegan_cuda.models import StyledGenerator
 from stylegan_cuda.train import trainer as trainer_module
 from stylegan_cuda.train.schedule import SCHED_BATCH, SCHED_LR, Progress, Schedule
-from stylegan_cuda.train.trainer import ResumableBatches, TrainError, Trainer, main, make_config
+from stylegan_cuda.train.batches import ResumableBatches
+from stylegan_cuda.train.cli import main, make_config
+from stylegan_cuda.train.config import TrainError
+from stylegan_cuda.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--channel_base", "1024", "--max_channels", "16", "--code_dim", "16", "--n_mlp", "2"]
@@ -473,10 +476,10 @@ def _free_port() -> int:
 
 
 RANK1_SCRIPT = """import os, signal, sys
-from stylegan_cuda.train import trainer
+from stylegan_cuda.train import cli, trainer
 if os.environ["RANK"] == "1":
 {code}
-sys.exit(trainer.main())
+sys.exit(cli.main())
 """
 
 

@@ -21,309 +21,41 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import random
-import re
 import signal
-import sys
 import time
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from .. import checkpoint as ckpt
-from ..data.dataset import DatasetError, MultiResolutionDataset, read_database_info
+from ..data.dataset import DatasetError
 from ..generate.grid import save_grid
 from ..models import Discriminator, StyledGenerator, weights_finite
 from ..models.widths import RESOLUTIONS
-from ..ops.dispatch import IMPLS, check_impl
 from ..stop_signals import STOP_SIGNALS, handling_stop_signals
 from . import distributed
+from .batches import FlippableImages, ResumableBatches, open_dataset
+from .config import TrainConfig, TrainError
 from .distributed import DistInfo
-from .schedule import Progress, Schedule
-from .step import AMP_MODES, LOSSES, StepConfig, make_optimizers, train_step
+from .resume import TRAINING_KIND, TRAINING_VERSION, ResumeSource, rng_state, set_rng_state
+from .schedule import Progress
+from .step import StepConfig, make_optimizers, train_step
 
-TRAINING_KIND = "stylegan_cuda.train"
-TRAINING_VERSION = 1
 # The seed's sample grids: (images per row, rows) by resolution.
 SAMPLE_GRID = {512: (8, 4), 1024: (4, 2)}
 SAMPLE_GRID_DEFAULT = (10, 5)
-
-# Options a resumed run takes from its checkpoint unless given again; ``None`` on the command line means "not given".
-DEFAULTS = dict(
-    dataset=None, out="run", phase=600_000, lr=1e-3, sched=False, batch=32, init_size=8, max_size=1024,
-    loss="wgan-gp", r1_gamma=10.0, gp_weight=10.0, mixing=False, from_rgb_activate=True, channel_base=16384,
-    max_channels=512, code_dim=512, n_mlp=8, ema_decay=0.999, amp="off", iterations=3_000_000, seed=0,
-    sample_every=100, save_every=10_000, log_every=100,
-)
-# Set by the networks in a checkpoint: a different value on the command line is an error.
-MODEL_OPTIONS = ("channel_base", "max_channels", "code_dim", "n_mlp", "from_rgb_activate")
-# The numeric options' ranges, bounds included (NaN and infinity are outside every range); --phase, --lr, --batch and
-# the sizes are checked by Schedule. A seed below 2**32 fits every seed derived from it (as numpy's legacy one).
-OPTION_RANGES = dict(
-    iterations=(0, math.inf), sample_every=(1, math.inf), save_every=(1, math.inf), log_every=(1, math.inf),
-    code_dim=(1, math.inf), n_mlp=(0, math.inf), num_workers=(0, math.inf), seed=(0, 2**32 - 1),
-    ema_decay=(0.0, 1.0), r1_gamma=(0.0, math.inf), gp_weight=(0.0, math.inf),
-)
-
-
-class TrainError(ValueError):
-    """Bad input to training: a missing or unfit dataset, a checkpoint that cannot be resumed, conflicting options."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    dataset: str
-    out: str = DEFAULTS["out"]
-    phase: int = DEFAULTS["phase"]
-    lr: float = DEFAULTS["lr"]
-    sched: bool = DEFAULTS["sched"]
-    batch: int = DEFAULTS["batch"]
-    init_size: int = DEFAULTS["init_size"]
-    max_size: int = DEFAULTS["max_size"]
-    loss: str = DEFAULTS["loss"]
-    r1_gamma: float = DEFAULTS["r1_gamma"]
-    gp_weight: float = DEFAULTS["gp_weight"]
-    mixing: bool = DEFAULTS["mixing"]
-    from_rgb_activate: bool = DEFAULTS["from_rgb_activate"]
-    channel_base: int = DEFAULTS["channel_base"]
-    max_channels: int = DEFAULTS["max_channels"]
-    code_dim: int = DEFAULTS["code_dim"]
-    n_mlp: int = DEFAULTS["n_mlp"]
-    ema_decay: float = DEFAULTS["ema_decay"]
-    amp: str = DEFAULTS["amp"]
-    iterations: int = DEFAULTS["iterations"]
-    seed: int = DEFAULTS["seed"]
-    sample_every: int = DEFAULTS["sample_every"]
-    save_every: int = DEFAULTS["save_every"]
-    log_every: int = DEFAULTS["log_every"]
-    # Not taken from a checkpoint: where and how this process runs.
-    impl: str | None = None  # None: STYLEGAN_CUDA_IMPL, else auto
-    device: str = "auto"
-    channels_last: bool = False
-    num_workers: int | None = None
-    resume: str | None = None
-
-    def check(self) -> None:
-        """Raise :class:`TrainError` for an option value that training cannot use."""
-        if self.loss not in LOSSES:
-            raise TrainError(f"--loss must be r1 or wgan-gp, got {self.loss!r}")
-        if self.amp not in AMP_MODES:
-            raise TrainError(f"--amp must be off, bf16 or fp16, got {self.amp!r}")
-        for name, (low, high) in OPTION_RANGES.items():
-            value = getattr(self, name)
-            if value is not None and not (low <= value <= high and value != math.inf):
-                allowed = f">= {low}" if high == math.inf else f"from {low} to {high}"
-                raise TrainError(f"--{name} must be {allowed}, got {value}")
-
-    def schedule(self) -> Schedule:
-        try:
-            return Schedule(phase=self.phase, init_size=self.init_size, max_size=self.max_size, sched=self.sched,
-                            lr=self.lr, batch=self.batch)
-        except ValueError as error:
-            raise TrainError(str(error)) from None
-
-    def resumable(self) -> dict:
-        return {key: getattr(self, key) for key in DEFAULTS}
-
-
-# ----------------------------------------------------------------------------------------------------------- data
-
-
-def _image_to_tensor(image) -> torch.Tensor:
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-    return pixels.float().div_(127.5).sub_(1)
-
-
-class _FlippableImages(Dataset):
-    """Images of one resolution addressed by ``2 * index + flip``: the flip is chosen by the sampler, not drawn in
-    the loader, so the data stream does not depend on loader workers and can be resumed exactly."""
-
-    def __init__(self, dataset: MultiResolutionDataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key: int) -> torch.Tensor:
-        image = self.dataset[key // 2]
-        return image.flip(-1) if key % 2 else image
-
-
-class ResumableBatches(Sampler):
-    """An endless stream of batches of ``2 * index + flip`` keys for one rank, starting at sample ``position``.
-
-    Epoch ``e`` is a permutation of the dataset with a random left-right flip per image, drawn from a generator seeded
-    by ``(seed, resolution, e)`` and padded (by its first keys) to a multiple of ``world_size``; rank ``r`` takes
-    every ``world_size``-th key from the ``r``-th (as ``DistributedSampler``). Batches run across epoch ends, so any
-    dataset size fits any batch size.
-    """
-
-    def __init__(self, length: int, batch: int, seed: int, resolution: int, rank: int = 0, world_size: int = 1,
-                 position: int = 0):
-        self.length, self.batch, self.seed, self.resolution = length, batch, seed, resolution
-        self.rank, self.world_size, self.position = rank, world_size, position
-        self.per_rank = math.ceil(length / world_size)
-
-    @staticmethod
-    def rank_position(length: int, position: int, world_size: int, new_world_size: int) -> int:
-        """A rank's ``position`` in a run of ``world_size`` ranks as one in a run of ``new_world_size``: the same
-        epoch, as much of it done (exactly where ``new_world_size`` divides the keys the ranks took of it)."""
-        epoch, offset = divmod(position, math.ceil(length / world_size))
-        return epoch * math.ceil(length / new_world_size) + offset * world_size // new_world_size
-
-    def epoch_keys(self, epoch: int) -> torch.Tensor:
-        seed = ((self.seed * 1_000_003 + self.resolution) * 65_537 + epoch) % 2**63  # torch takes 64 bits
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(self.length, generator=generator)
-        flips = torch.randint(0, 2, (self.length,), generator=generator)
-        keys = order * 2 + flips
-        total = self.per_rank * self.world_size
-        if total > self.length:
-            keys = keys.repeat(math.ceil(total / self.length))[:total]
-        return keys[self.rank::self.world_size]
-
-    def __iter__(self):
-        epoch, offset = divmod(self.position, self.per_rank)
-        keys = self.epoch_keys(epoch)
-        while True:
-            batch = []
-            while len(batch) < self.batch:
-                if offset == self.per_rank:
-                    epoch, offset = epoch + 1, 0
-                    keys = self.epoch_keys(epoch)
-                take = min(self.batch - len(batch), self.per_rank - offset)
-                batch.extend(keys[offset:offset + take].tolist())
-                offset += take
-            yield batch
-
-
-def open_dataset(path, schedule: Schedule) -> MultiResolutionDataset:
-    """The dataset, checked to hold every resolution the schedule trains at."""
-    if path is None:
-        raise TrainError("no dataset given: train.py DATASET_LMDB (a database made by prepare_data.py)")
-    try:
-        _, resolutions, _ = read_database_info(path)
-        missing = [r for r in schedule.resolutions if r not in resolutions]
-        if missing:
-            raise TrainError(
-                f"dataset {path} holds {', '.join(map(str, resolutions))} px but training from {schedule.init_size} "
-                f"to {schedule.max_size} px needs {', '.join(map(str, missing))} px too: prepare it with "
-                f"prepare_data.py --sizes {','.join(map(str, schedule.resolutions))}"
-            )
-        return MultiResolutionDataset(path, transform=_image_to_tensor, resolution=schedule.init_size)
-    except (FileNotFoundError, ValueError, OSError, lmdb.Error) as error:
-        if isinstance(error, TrainError):
-            raise
-        raise TrainError(f"dataset: {error}") from None
-
-
-# ----------------------------------------------------------------------------------------------------- checkpoints
-
-
-@dataclasses.dataclass
-class ResumeSource:
-    """What ``--resume`` found: the models, and the training state of a checkpoint written by this trainer."""
-
-    path: Path
-    models: dict
-    training: dict | None
-    init_size: int | None = None  # for the seed's train_step-N.model
-    seed_adam_states: dict | None = None  # the seed's optimizer states by parameter name (checkpoint.load_rosinality)
-
-
-def find_checkpoint(path) -> Path:
-    """``path`` itself, or the latest checkpoint in the folder ``path`` (or in its ``checkpoint/``)."""
-    try:
-        return ckpt.find(path)
-    except ckpt.CheckpointError as error:
-        raise TrainError(f"--resume {error}") from None
-
-
-def _torch_load(path: Path):
-    try:
-        return ckpt.read(path)
-    except ckpt.CheckpointError as error:
-        raise TrainError(f"--resume: {error}") from None
-
-
-EMA_ONLY = ("{path} holds only the EMA generator (g_running){what}: training cannot continue from it (it has no "
-            "discriminator, no trained generator and no optimizer state). Generate images from it with generate.py, "
-            "or resume from a checkpoint written by train.py (DIR/checkpoint/NNNNNN.pt) or the seed's "
-            "train_step-N.model.")
-
-
-def read_resume(path, impl: str | None = None) -> ResumeSource:
-    """Read ``--resume``: this trainer's checkpoint, a model-only checkpoint of this project, or the seed's files."""
-    path = find_checkpoint(path)
-    data = _torch_load(path)
-    if isinstance(data, dict) and data.get("format") == ckpt.FORMAT:
-        models = ckpt.load_from_data(data, path, impl=impl)
-        training = data.get("training")
-        if training is not None:
-            if not isinstance(training, dict) or training.get("kind") != TRAINING_KIND:
-                raise TrainError(f"--resume {path}: its training state is not one written by train.py")
-            if training.get("version") != TRAINING_VERSION:
-                raise TrainError(f"--resume {path}: training state version {training.get('version')!r}; "
-                                 f"this train.py reads version {TRAINING_VERSION}")
-        if models["generator"] is None or models["discriminator"] is None:
-            if models["g_running"] is not None:
-                raise TrainError(EMA_ONLY.format(path=path, what=""))
-            raise TrainError(f"--resume {path}: the checkpoint holds no generator and discriminator to train")
-        return ResumeSource(path, models, training)
-    if isinstance(data, dict) and ("g_running" in data or "generator" in data or
-                                   "generator.progression.0.conv1.input" in data or
-                                   "module.generator.progression.0.conv1.input" in data):
-        models = ckpt.rosinality_from_data(data, path, impl=impl, optimizers=True)
-        adam_states = {name: models.pop(name) for name in ("g_optimizer", "d_optimizer")}
-        if models["generator"] is None or models["discriminator"] is None:
-            raise TrainError(EMA_ONLY.format(path=path, what=" of the seed (a NNNNNN.model file)"))
-        match = re.search(r"train_step-(\d+)", path.name)
-        init_size = None
-        if match:
-            init_size = RESOLUTIONS[min(int(match.group(1)), len(RESOLUTIONS) - 1)]
-        return ResumeSource(path, models, None, init_size, adam_states)
-    raise TrainError(f"--resume {path}: not a checkpoint of train.py nor of the seed "
-                     "(rosinality/style-based-gan-pytorch)")
 
 
 def _model_entry(model) -> dict:
     return {"kind": type(model).__name__, "config": dict(model.config),
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
-
-
-def _rng_state(device: torch.device) -> dict:
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": [version, list(internal), gauss],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# ----------------------------------------------------------------------------------------------------------- trainer
 
 
 class StopRequest:
@@ -419,7 +151,7 @@ class Trainer:
             for model in (self.generator, self.discriminator, self.g_running):
                 distributed.broadcast_module(model, self.info)
         if rng is not None:
-            _set_rng_state(rng, self.device)
+            set_rng_state(rng, self.device)
         else:
             train_seed = config.seed * 1000 + self.info.rank + 1
             torch.manual_seed(train_seed)
@@ -498,7 +230,7 @@ class Trainer:
 
     def training_state(self) -> dict:
         """Everything besides the models that a resumed run needs (collective: every rank must call it)."""
-        rng = distributed.gather_objects(_rng_state(self.device), self.info)
+        rng = distributed.gather_objects(rng_state(self.device), self.info)
         return {
             "kind": TRAINING_KIND,
             "version": TRAINING_VERSION,
@@ -581,7 +313,7 @@ class Trainer:
         workers = self.config.num_workers
         if workers is None:
             workers = 0 if self.device.type == "cpu" else min(4, os.cpu_count() or 1)
-        loader = DataLoader(_FlippableImages(self.dataset), batch_sampler=batches, num_workers=workers,
+        loader = DataLoader(FlippableImages(self.dataset), batch_sampler=batches, num_workers=workers,
                             pin_memory=self.device.type == "cuda", generator=torch.Generator(),
                             worker_init_fn=_ignore_stop_signals)
         self._loader_iter, self._loader_resolution = iter(loader), resolution
@@ -773,117 +505,3 @@ class Trainer:
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-# ------------------------------------------------------------------------------------------------------------ CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="train.py",
-        description="Train StyleGAN (v1) with progressive growing on a multi-resolution LMDB made by prepare_data.py. "
-                    "Options left out of a --resume run are taken from its checkpoint.",
-    )
-    d = DEFAULTS
-    p.add_argument("dataset", nargs="?", metavar="DATASET_LMDB", help="database made by prepare_data.py")
-    p.add_argument("--out", help=f"output folder; DIR/checkpoint and DIR/sample are created (default {d['out']})")
-    p.add_argument("--resume", metavar="PATH", help="checkpoint to continue from: DIR/checkpoint/NNNNNN.pt, a "
-                   "folder (its latest checkpoint), or the seed's train_step-N.model (weights only)")
-    p.add_argument("--iterations", type=int, help=f"stop after this many iterations in all (default {d['iterations']})")
-    g = p.add_argument_group("progressive growing")
-    g.add_argument("--phase", type=int, help=f"images per fade-in, and per stable stage (default {d['phase']})")
-    g.add_argument("--init_size", type=int, help=f"first resolution (default {d['init_size']})")
-    g.add_argument("--max_size", type=int, help=f"last resolution (default {d['max_size']})")
-    g.add_argument("--lr", type=float, help=f"learning rate (default {d['lr']}; with --sched, of the resolutions "
-                   "the seed's table leaves out)")
-    g.add_argument("--batch", type=int, help=f"batch over all processes (default {d['batch']}; with --sched, of the "
-                   "resolutions the seed's table leaves out)")
-    g.add_argument("--sched", action=argparse.BooleanOptionalAction, help="the seed's learning-rate and batch table")
-    g = p.add_argument_group("losses")
-    g.add_argument("--loss", choices=LOSSES, help=f"(default {d['loss']}, as the seed)")
-    g.add_argument("--r1_gamma", type=float,
-                   help=f"R1 weight gamma (penalty gamma/2 |grad|^2; default {d['r1_gamma']})")
-    g.add_argument("--gp_weight", type=float, help=f"WGAN-GP weight (default {d['gp_weight']})")
-    g.add_argument("--mixing", action=argparse.BooleanOptionalAction,
-                   help="mixing regularization: two latents with probability 0.9")
-    g.add_argument("--ema_decay", type=float, help=f"EMA generator decay (default {d['ema_decay']})")
-    g = p.add_argument_group("model size (fixed by the checkpoint when resuming)")
-    g.add_argument("--channel_base", type=int, help=f"channels at resolution r: min(max_channels, channel_base / r) "
-                   f"(default {d['channel_base']})")
-    g.add_argument("--max_channels", type=int, help=f"(default {d['max_channels']})")
-    g.add_argument("--code_dim", type=int, help=f"latent and style size (default {d['code_dim']})")
-    g.add_argument("--n_mlp", type=int, help=f"mapping network layers (default {d['n_mlp']})")
-    g.add_argument("--from_rgb_activate", action=argparse.BooleanOptionalAction,
-                   help="leaky ReLU after the discriminator's from_rgb (default on, as the seed's train.py)")
-    g = p.add_argument_group("running")
-    g.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, cuda:N (default auto)")
-    g.add_argument("--impl", choices=IMPLS, help="ops: compiled kernels (extension), the pure-PyTorch reference, or "
-                   "auto: the kernels where they build (default: $STYLEGAN_CUDA_IMPL, else auto)")
-    g.add_argument("--amp", choices=AMP_MODES, help="mixed precision of the forward passes "
-                   "(fp16 with loss scaling; default off)")
-    g.add_argument("--channels_last", action="store_true",
-                   help="weights and images in channels_last memory format (NHWC): the same math, faster convolutions "
-                        "on recent GPUs, with --amp above all")
-    g.add_argument("--num_workers", type=int, help="data loader processes (default 0 on the CPU, 4 on a GPU)")
-    g.add_argument("--seed", type=int, help=f"random seed (default {d['seed']})")
-    g.add_argument("--sample_every", type=int, help=f"sample grid every N iterations (default {d['sample_every']})")
-    g.add_argument("--save_every", type=int, help=f"checkpoint every N iterations (default {d['save_every']})")
-    g.add_argument("--log_every", type=int, help=f"log line every N iterations (default {d['log_every']})")
-    return p
-
-
-def make_config(argv=None, impl_for_loading: str | None = None) -> tuple[TrainConfig, ResumeSource | None]:
-    """Parse the command line; with ``--resume``, fill the options left out from the checkpoint."""
-    args = vars(build_parser().parse_args(argv))
-    try:
-        args["impl"] = check_impl(args["impl"])  # None: STYLEGAN_CUDA_IMPL, else auto
-    except ValueError as error:
-        raise TrainError(str(error)) from None
-    resume = None
-    given = {k: v for k, v in args.items() if v is not None}
-    values = dict(DEFAULTS)
-    if args["resume"]:
-        resume = read_resume(args["resume"], impl=impl_for_loading or args["impl"])
-        model_config = {**resume.models["generator"].config, **resume.models["discriminator"].config}
-        if resume.training is not None:
-            values.update(resume.training["args"])
-        elif resume.init_size is not None and "init_size" not in given:
-            values["init_size"] = resume.init_size
-        for key in MODEL_OPTIONS:
-            if key in given and given[key] != model_config[key]:
-                raise TrainError(f"--{key} {given[key]} differs from the checkpoint's {model_config[key]} "
-                                 f"({resume.path}); leave it out when resuming")
-            values[key] = model_config[key]
-    values.update(given)
-    for key in ("dataset", "out"):  # absolute, so that a resumed run finds them from any folder
-        if values.get(key) is not None:
-            values[key] = os.path.abspath(values[key])
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in fields}), resume
-
-
-def main(argv=None) -> int:
-    info = DistInfo()
-    try:
-        config, resume = make_config(argv)
-        info, device = distributed.init(config.device)
-        if device.type == "cpu":
-            # Subnormal floats appear in training and make CPU kernels up to 100x slower (32 px, batch 16: 6 s per
-            # iteration instead of 0.1 s); flushing them to zero changes nothing else.
-            torch.set_flush_denormal(True)
-        if resume is not None and resume.training is None:
-            print(f"note: {resume.path} holds weights but no training state: starting at {config.init_size} px "
-                  "with a fade-in and fresh optimizers", file=sys.stderr)
-        trainer = Trainer(config, resume, info, device)
-        trainer.run()
-        if trainer.stopped_by is not None:
-            return 128 + trainer.stopped_by  # as if killed by it: a job scheduler sees an unfinished run
-    except (TrainError, ckpt.CheckpointError, distributed.DeviceError, distributed.DistributedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted at once; the last checkpoint written is the one to --resume from", file=sys.stderr)
-        return 130
-    finally:
-        distributed.shutdown(info)
-    return 0
