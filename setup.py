@@ -79,6 +79,15 @@ setup(
     package_data={"stylegan_cuda": ["data/demo_images/*"]},
     python_requires=">=3.9",
     install_requires=["torch>=2.6", "ninja", "numpy", "pillow", "lmdb"],
+    # The command-line tools, for an installed package (from a checkout: python train.py, ...).
+    entry_points={"console_scripts": [
+        "stylegan-prepare = stylegan_cuda.data.prepare:main",
+        "stylegan-demo-images = stylegan_cuda.data.demo:main",
+        "stylegan-train = stylegan_cuda.train.cli:main",
+        "stylegan-generate = stylegan_cuda.generate.cli:main",
+        "stylegan-convert = stylegan_cuda.convert:main",
+        "stylegan-build = stylegan_cuda.build:main",
+    ]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -188,6 +188,23 @@ def test_ahead_of_time_build_agrees_with_the_reference(tmp_path):
     assert " passed" in parity.stdout
 
 
+def test_installed_package_ships_the_sources_and_the_command_line_tools(tmp_path):
+    """``pip install .`` compiles nothing: the kernels' sources go inside the package (built just in time on first
+    use), and the tools come as commands."""
+    target = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                                "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "STYLEGAN_CUDA_AOT": "0"})
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    assert not list((target / "stylegan_cuda").glob("_C*.so"))
+    assert (target / "stylegan_cuda" / "_csrc" / "bias_act" / "bias_act.cpp").is_file()
+    for tool in ("prepare", "demo-images", "train", "generate", "convert", "build"):
+        result = subprocess.run([sys.executable, str(target / "bin" / f"stylegan-{tool}"), "--help"], cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0 and result.stdout.startswith("usage:"), (tool, result.stderr[-2000:])
+
+
 # Unit tests of the cache, lock and load logic: the compiler is faked, so each runs in well under a second.
 
 
