@@ -223,6 +223,20 @@ def test_map_grows_from_a_tiny_initial_size(tmp_path):
     env.close()
 
 
+def test_demo_images_never_replace_other_files(tmp_path, capsys):
+    from stylegan_cuda.data.demo import main as demo_main
+
+    first = write_demo_images(tmp_path / "demo")
+    assert write_demo_images(tmp_path / "demo") == first  # the same images again: nothing to refuse
+    first[0].write_bytes(b"the user's own picture")
+    assert demo_main([str(tmp_path / "demo")]) == 2
+    assert f"{first[0]} exists and is not the demo image of that name" in capsys.readouterr().err
+    assert first[0].read_bytes() == b"the user's own picture"
+    (tmp_path / "a_file").write_text("")
+    assert demo_main([str(tmp_path / "a_file")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
 def test_demo_images_are_real_shipped_images(tmp_path):
     paths = write_demo_images(tmp_path / "demo")
     assert len(paths) >= 15

@@ -6,7 +6,7 @@ and licences (public domain / CC0) are listed in ``demo_images/README.md``.
 """
 
 import argparse
-import shutil
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -21,17 +21,26 @@ def shipped_demo_images():
     return sorted(images, key=lambda entry: entry.name)
 
 
+class DemoError(ValueError):
+    """The demo images cannot be written where asked."""
+
+
 def write_demo_images(out_dir):
-    """Copy the demo images into ``out_dir`` (created if needed); return their paths."""
+    """Copy the demo images into ``out_dir`` (created if needed); return their paths.
+
+    A file of the same name that is not that image is never replaced; each image is written whole or not at all."""
     out_dir = Path(out_dir)
+    images = [(image, out_dir / image.name) for image in shipped_demo_images()]
+    for image, target in images:
+        if target.is_dir() or (target.exists() and target.read_bytes() != image.read_bytes()):
+            raise DemoError(f"{target} exists and is not the demo image of that name: not replacing it; choose "
+                            "another folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for image in shipped_demo_images():
-        target = out_dir / image.name
-        with image.open("rb") as source, open(target, "wb") as destination:
-            shutil.copyfileobj(source, destination)
-        written.append(target)
-    return written
+    for image, target in images:
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(image.read_bytes())
+        os.replace(partial, target)
+    return [target for _, target in images]
 
 
 def main(argv=None):
@@ -43,7 +52,11 @@ def main(argv=None):
     )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the images into")
     args = parser.parse_args(argv)
-    paths = write_demo_images(args.out_dir)
+    try:
+        paths = write_demo_images(args.out_dir)
+    except (DemoError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {len(paths)} demo images to {args.out_dir}")
     print(f"next: python prepare_data.py --out demo.lmdb --sizes 8,16,32 {args.out_dir}")
     return 0
