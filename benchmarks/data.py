@@ -5,12 +5,14 @@ Measures images per second for ``prepare_database`` (sizes 8..256, JPEG) with
 and 256 px; each case counts its best of several runs, as the machine may be
 shared. Sources: the shipped demo photographs upscaled to a 512 px shorter
 side (JPEG quality 95), several copies each. Run from the repository root:
-``python -m benchmarks.data``; writes ``benchmarks/results/data_cpu.json``.
+``python -m benchmarks.data``; writes ``benchmarks/results/data_cpu.json`` (a run with other settings:
+``data_<settings>_cpu.json``, e.g. ``data_c2_r1_cpu.json``).
 """
 
 import argparse
 import io
 import json
+import math
 import os
 import platform
 import tempfile
@@ -99,6 +101,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case; the best counts")
     parser.add_argument("--seconds", type=float, default=1.0, help="least time of one DataLoader run")
     args = parser.parse_args(argv)
+    for name in ("copies", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not 0 < args.seconds < math.inf:
+        parser.error(f"--seconds must be a finite number > 0, got {args.seconds}")
+    # A run of other settings than the defaults writes its own file: it never replaces the results of a default run.
+    settings = [f"{name[0]}{getattr(args, name):g}" for name in ("copies", "repeats", "seconds")
+                if getattr(args, name) != parser.get_default(name)]
+    results_path = RESULTS_PATH.with_name(f"data_{'_'.join(settings)}_cpu.json") if settings else RESULTS_PATH
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -142,8 +153,10 @@ def main(argv=None):
         "prepare": {"sizes": list(PREPARE_SIZES), "source": source, "format": "jpeg", "rows": prepare_rows},
         "dataloader": {"batch_size": 32, "shuffle": True, "transform": "default", "rows": loader_rows},
     }
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps(results, indent=2) + "\n")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = results_path.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(partial, results_path)
 
     print(f"Best of {args.repeats} runs each.\nprepare_database: {source}; sizes 8..256, JPEG quality 100")
     print(format_table(prepare_rows, [("n_worker", "workers", "d"), ("images", "images", "d"),
@@ -153,7 +166,7 @@ def main(argv=None):
                                      ("images_per_s", "images/s", ".1f")]))
     print(
         f"\n{machine['cpu_model']}, {machine['cpu_count']} CPUs, {machine['date']}, load average "
-        f"{machine['load_average_before']} before / {machine['load_average_after']} after; written to {RESULTS_PATH}"
+        f"{machine['load_average_before']} before / {machine['load_average_after']} after; written to {results_path}"
     )
 
 

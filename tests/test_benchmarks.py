@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import harness, model, ops, report
+from benchmarks import data, harness, model, ops, report
 
 
 @pytest.fixture
@@ -87,3 +87,17 @@ def test_report_names_a_missing_or_foreign_file(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit, match="no op benchmark results"):
         report.main([])
     assert not capsys.readouterr().out
+
+
+def test_data_benchmark_checks_its_options_and_keeps_the_default_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "RESULTS_PATH", tmp_path / "data_cpu.json")
+    for argv, message in ((["--copies", "0"], "--copies must be >= 1"), (["--repeats", "-1"], "--repeats must be"),
+                          (["--seconds", "nan"], "--seconds must be a finite number > 0"),
+                          (["--seconds", "0"], "--seconds must be a finite number > 0")):
+        with pytest.raises(SystemExit):
+            data.main(argv)
+        assert message in capsys.readouterr().err
+    data.main(["--copies", "1", "--repeats", "1", "--seconds", "0.05"])
+    (path,) = tmp_path.iterdir()
+    assert path.name == "data_c1_r1_s0.05_cpu.json"
+    assert [row["n_worker"] for row in json.loads(path.read_text())["prepare"]["rows"]] == [1, 2]
