@@ -24,6 +24,7 @@ from torch import nn
 
 from .models import Discriminator, StyledGenerator
 from .models.widths import MAX_STEP, RESOLUTIONS
+from .ops.dispatch import check_impl
 
 FORMAT = "stylegan_cuda"
 VERSION = 1
@@ -312,12 +313,13 @@ def load_rosinality(path, impl: str | None = None, optimizers: bool = False) -> 
     ``"d_optimizer"``: the Adam state of each parameter (``step``, ``exp_avg``, ``exp_avg_sq``) keyed by this
     project's parameter names, or ``None`` where the file has none.
     """
-    return rosinality_from_data(read(path), path, impl, optimizers)
+    return rosinality_from_data(read(path), path, check_impl(impl), optimizers)
 
 
 def rosinality_from_data(data: object, path, impl: str | None = None, optimizers: bool = False) -> dict[str, object]:
     """:func:`load_rosinality` of a file already read with ``torch.load(..., weights_only=True)`` (``path`` for
     the error messages)."""
+    check_impl(impl)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint of the seed")
     if "generator.progression.0.conv1.input" in _strip_data_parallel(data):
@@ -398,11 +400,12 @@ def load(path, impl: str | None = None) -> dict[str, nn.Module | None]:
 
     A trainer's state (``training``) is checked by :func:`check_training_state`, then left to its readers.
     """
-    return load_from_data(read(path), path, impl)
+    return load_from_data(read(path), path, check_impl(impl))
 
 
 def load_from_data(data: object, path, impl: str | None = None) -> dict[str, nn.Module | None]:
     """:func:`load` of a file already read with ``torch.load(..., weights_only=True)`` (``path`` for the errors)."""
+    check_impl(impl)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint (for the seed's files use load_rosinality)")
     if data.get("version") != VERSION:

@@ -356,3 +356,9 @@ def test_wrong_structure_names_the_file_and_the_entry(tmp_path, case):
         with pytest.raises(CheckpointError) as raised:
             read()
         assert str(raised.value).startswith(str(path)) and message in str(raised.value)
+
+
+def test_a_bad_impl_is_named_before_the_file_is_read(tmp_path):
+    for load in (checkpoint.load, checkpoint.load_rosinality):
+        with pytest.raises(ValueError, match="impl must be one of auto, extension, reference"):
+            load(tmp_path / "missing.pt", impl="fast")
