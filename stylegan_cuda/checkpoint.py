@@ -313,7 +313,8 @@ def load_rosinality(path, impl: str | None = None, optimizers: bool = False) -> 
     ``"d_optimizer"``: the Adam state of each parameter (``step``, ``exp_avg``, ``exp_avg_sq``) keyed by this
     project's parameter names, or ``None`` where the file has none.
     """
-    return rosinality_from_data(read(path), path, check_impl(impl), optimizers)
+    impl = check_impl(impl)  # before the file is read
+    return rosinality_from_data(read(path), path, impl, optimizers)
 
 
 def rosinality_from_data(data: object, path, impl: str | None = None, optimizers: bool = False) -> dict[str, object]:
@@ -400,7 +401,8 @@ def load(path, impl: str | None = None) -> dict[str, nn.Module | None]:
 
     A trainer's state (``training``) is checked by :func:`check_training_state`, then left to its readers.
     """
-    return load_from_data(read(path), path, check_impl(impl))
+    impl = check_impl(impl)  # before the file is read
+    return load_from_data(read(path), path, impl)
 
 
 def load_from_data(data: object, path, impl: str | None = None) -> dict[str, nn.Module | None]:
