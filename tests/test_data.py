@@ -15,7 +15,7 @@ import lmdb
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 from torch.utils.data import DataLoader
 
 from stylegan_cuda.data import MultiResolutionDataset, PrepareError, prepare_database
@@ -24,6 +24,7 @@ from stylegan_cuda.data.prepare import LmdbWriter, build_parser, load_rgb, main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from data_helpers import (  # noqa: E402
+    noise_bytes,
     read_like_the_seed,
     write_bad_files,
     write_good_images,
@@ -104,6 +105,18 @@ def test_center_square_is_kept(tmp_path):
     for key in (b"4-00000", b"4-00001"):
         assert (decode(items[key]) == (255, 0, 0)).all()
     assert decode(items[b"2-00000"]).shape == (2, 2, 3)
+
+
+def test_jpeg_is_stored_at_quality_100_without_chroma_subsampling(tmp_path):
+    """The seed's JPEG quality 100 (every quantization step 1) and full-resolution colour (4:4:4)."""
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "noise.png").write_bytes(noise_bytes("PNG", size=(16, 16)))
+    prepare_database(root, tmp_path / "db", sizes=(8,), stream=io.StringIO())
+    image = Image.open(io.BytesIO(all_items(tmp_path / "db")[b"8-00000"]))
+    assert image.format == "JPEG"
+    assert all(max(table) == 1 for table in image.quantization.values())
+    assert JpegImagePlugin.get_sampling(image) == 0
 
 
 def test_resample_filter_is_applied_and_recorded(tmp_path):

@@ -16,7 +16,7 @@ from stylegan_cuda.data.demo import write_demo_images
 from stylegan_cuda.generate import GenerateError, Sampler, load_generator, make_grid, parse_mixing_ranges
 from stylegan_cuda.generate import cli
 from stylegan_cuda.generate.cli import main
-from stylegan_cuda.generate.sampling import MAX_SEED
+from stylegan_cuda.generate.sampling import MAX_SEED, mean_style
 from stylegan_cuda.models import StyledGenerator
 from stylegan_cuda.train.cli import make_config
 from stylegan_cuda.train.trainer import Trainer
@@ -86,6 +86,15 @@ def test_truncation_zero_gives_one_image(train_checkpoint):
     torch.testing.assert_close(images, images[:1].expand_as(images), atol=1e-5, rtol=0)
     images = Sampler(loaded, truncation=0.7, n_mean=64).sample(5)
     assert not torch.allclose(images[0], images[1])
+
+
+def test_mean_style_is_the_mean_of_the_seeded_latents_styles(train_checkpoint):
+    """The truncation centre: the mean style of ``count`` latents drawn from ``seed``, however they are chunked."""
+    model = load_generator(train_checkpoint).model
+    latents = torch.randn(96, 16, generator=torch.Generator().manual_seed(5))
+    expected = model.mapping(latents).mean(0, keepdim=True)
+    for chunk in (1024, 32):
+        torch.testing.assert_close(mean_style(model, count=96, chunk=chunk, seed=5), expected)
 
 
 def test_mixing_every_block_gives_the_source(train_checkpoint):

@@ -6,7 +6,10 @@ Tiny networks (16 channels, 16-dim codes) on a tiny LMDB of the demo images at 8
 from __future__ import annotations
 
 import contextlib
+import copy
+import io
 import os
+import random
 import re
 import shutil
 import signal
@@ -17,8 +20,13 @@ import textwrap
 from pathlib import Path
 
 import lmdb
+import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
 
 import seed_reference
 from stylegan_cuda import checkpoint as ckpt
@@ -27,9 +35,11 @@ from stylegan_cuda.data.demo import write_demo_images
 from stylegan_cuda.models import StyledGenerator
 from stylegan_cuda.train import trainer as trainer_module
 from stylegan_cuda.train.schedule import SCHED_BATCH, SCHED_LR, Progress, Schedule
-from stylegan_cuda.train.batches import ResumableBatches
+from stylegan_cuda.train.batches import FlippableImages, ResumableBatches, open_dataset
 from stylegan_cuda.train.cli import main, make_config
 from stylegan_cuda.train.config import TrainError
+from stylegan_cuda.train.distributed import DistInfo, all_reduce_gradients, mean_over_ranks
+from stylegan_cuda.train.step import StepConfig, input_gradient, r1_penalty, sample_latents, train_step
 from stylegan_cuda.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +105,14 @@ def test_lr_flag_is_not_overwritten():
         Schedule(init_size=12)
 
 
+def test_sched_tables_are_the_seeds():
+    """``--sched``: the seed's train.py tables by resolution; ``--lr`` / ``--batch`` where they have no entry."""
+    sched = Schedule(lr=0.0005, sched=True, batch=7)
+    resolutions = [4 * 2**step for step in range(9)]
+    assert [sched.lr_at(r) for r in resolutions] == [0.0005] * 5 + [0.0015, 0.002, 0.003, 0.003]
+    assert [sched.batch_at(r) for r in resolutions] == [512, 256, 128, 64, 32, 32, 32, 7, 7]
+
+
 def test_batches_cover_epochs_and_resume_mid_stream():
     stream = ResumableBatches(length=5, batch=3, seed=1, resolution=8)
     it = iter(stream)
@@ -115,6 +133,106 @@ def test_batches_of_any_accepted_seed():
     assert torch.equal(ResumableBatches(6, 4, seed=7, resolution=16).epoch_keys(3) // 2, old_order)
     keys = ResumableBatches(6, 4, seed=2**32 - 1, resolution=1024).epoch_keys(10**6)
     assert sorted((keys // 2).tolist()) == list(range(6))
+
+
+def test_training_images_are_the_seeds_values_flipped_left_right(tmp_path):
+    """Odd keys are the image mirrored left-right (the seed's RandomHorizontalFlip), values (x / 255 - 0.5) / 0.5."""
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    pixels[0, 0], pixels[0, 1] = (0, 0, 0), (255, 255, 255)
+    Image.fromarray(pixels).save(images / "noise.png")
+    prepare_database(images, tmp_path / "db", sizes=(8,), image_format="png", stream=io.StringIO())
+    dataset = FlippableImages(open_dataset(tmp_path / "db", Schedule(init_size=8, max_size=8)))
+    expected = (torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    torch.testing.assert_close(dataset[0], expected)
+    torch.testing.assert_close(dataset[1], expected.flip(-1))
+    assert dataset[0].min() == -1 and dataset[0].max() == 1
+
+
+# ---------------------------------------------------------------------------------------------- one iteration
+
+
+class LinearCritic(nn.Module):
+    """A stand-in discriminator, ``D(x) = <w, x> + b``: its input gradient is ``w`` at every image, so each
+    penalty has a closed form. Keeps the images it scores in ``inputs``."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.w = nn.Parameter(0.1 * torch.randn(3, size, size, generator=torch.Generator().manual_seed(1)))
+        self.b = nn.Parameter(torch.tensor([0.3]))
+        self.inputs = []
+
+    def forward(self, x, step, alpha):
+        self.inputs.append(x.detach().clone())
+        return (x * self.w).flatten(1).sum(1, keepdim=True) + self.b
+
+
+class FixedImageGenerator(nn.Module):
+    """A stand-in generator that draws one learned image whatever its latents: its fakes are known."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.config = {"code_dim": 4}
+        self.image = nn.Parameter(torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(2)))
+
+    def forward(self, latents, step, alpha):
+        return self.image.expand(latents[0].shape[0], -1, -1, -1)
+
+
+@pytest.mark.parametrize("loss", ["r1", "wgan-gp"])
+def test_one_iteration_computes_the_seeds_losses_and_ema(loss):
+    """The seed's train.py losses, with its default weights (R1 gamma 10, WGAN-GP 10, drift 0.001), and the EMA
+    with decay 0.999 of the updated generator."""
+    size, batch = 8, 3
+    generator, critic = FixedImageGenerator(size), LinearCritic(size)
+    g_running = copy.deepcopy(generator)
+    g_before, d_before = copy.deepcopy(generator), copy.deepcopy(critic)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    d_optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    fake = g_before.image.detach().expand(batch, -1, -1, -1)
+    real = fake + 1 + torch.rand(batch, 3, size, size)
+    losses = train_step(generator, critic, g_optimizer, d_optimizer, real, step=1, alpha=1.0,
+                        config=StepConfig(loss=loss, mixing=False), g_running=g_running)
+    with torch.no_grad():
+        real_scores, fake_scores = d_before(real, 1, 1.0), d_before(fake, 1, 1.0)
+        scores_for_g = critic(fake, 1, 1.0)  # D after its step
+        grad_norm = d_before.w.norm()  # ||grad_x D(x)|| of every image
+        if loss == "r1":
+            penalty = 10 / 2 * grad_norm**2
+            d_loss = F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean() + penalty
+            g_loss = F.softplus(-scores_for_g).mean()
+        else:
+            penalty = 10 * (grad_norm - 1) ** 2
+            d_loss = -real_scores.mean() + 0.001 * real_scores.square().mean() + fake_scores.mean() + penalty
+            g_loss = -scores_for_g.mean()
+    for name, expected in (("real", real_scores.mean()), ("fake", fake_scores.mean()), ("penalty", penalty),
+                           ("d", d_loss), ("g", g_loss)):
+        torch.testing.assert_close(losses[name], expected, msg=lambda m, name=name: f"{name}: {m}")
+    assert not torch.equal(generator.image, g_before.image)
+    torch.testing.assert_close(g_running.image, 0.999 * g_before.image + 0.001 * generator.image)
+    if loss == "wgan-gp":  # the penalty's images lie between a real and a fake one, one epsilon per sample
+        (between,) = [x for x in critic.inputs if not torch.equal(x, real) and not torch.equal(x, fake)]
+        eps = (between - fake) / (real - fake)
+        torch.testing.assert_close(eps, eps[:, :1, :1, :1].expand_as(eps))
+        assert ((0 <= eps) & (eps <= 1)).all() and eps[:, 0, 0, 0].unique().numel() == batch
+
+
+def test_style_mixing_draws_two_latents_nine_times_in_ten():
+    """The seed's ``--mixing``: a pair of latents (a random crossover) with probability 0.9, else one."""
+    random.seed(0)
+    counts = [len(sample_latents(2, 4, "cpu", mixing=True)) for _ in range(2000)]
+    assert set(counts) == {1, 2} and abs(counts.count(2) / len(counts) - 0.9) < 0.03
+    assert all(len(sample_latents(2, 4, "cpu", mixing=False)) == 1 for _ in range(20))
+
+
+def test_penalties_through_the_fp16_loss_scale_are_unscaled():
+    """With ``--amp fp16`` the penalties differentiate a scaled loss: the input gradient comes back unscaled."""
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    scores = (x * torch.randn(3, 4, 4)).flatten(1).sum(1, keepdim=True) ** 2
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    torch.testing.assert_close(input_gradient(scores, x, scaler), input_gradient(scores, x))
+    torch.testing.assert_close(r1_penalty(scores, x, scaler=scaler), r1_penalty(scores, x))
 
 
 # -------------------------------------------------------------------------------------------------- training
@@ -531,6 +649,29 @@ def rank_tracebacks(output: str) -> list[str]:
     """The tracebacks of the ranks in torchrun's output (torchrun prefixes their lines with ``[rankN]:``; its own
     report of failed ranks is not one of them)."""
     return re.findall(r"\[rank\d+\]: Traceback.*", output)
+
+
+def _average_on_rank(rank, world_size, store):
+    """One rank of test_gradients_and_logged_losses_are_averaged_over_the_ranks."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        info = DistInfo(rank, world_size, rank, enabled=True)
+        params = [nn.Parameter(torch.zeros(2, 3)), nn.Parameter(torch.zeros(4)), nn.Parameter(torch.zeros(1))]
+        params[0].grad = torch.full((2, 3), float(rank + 1))
+        params[1].grad = torch.arange(4.0) * (rank + 1)  # the third has no gradient, on every rank
+        all_reduce_gradients(params, info)
+        torch.testing.assert_close(params[0].grad, torch.full((2, 3), 1.5))
+        torch.testing.assert_close(params[1].grad, torch.arange(4.0) * 1.5)
+        assert params[2].grad is None
+        means = mean_over_ranks({"d": torch.tensor(2.0 * rank), "g": torch.tensor(-1.0)}, info)
+        torch.testing.assert_close(means, {"d": torch.tensor(1.0), "g": torch.tensor(-1.0)})
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gradients_and_logged_losses_are_averaged_over_the_ranks(tmp_path):
+    """Every rank steps with the mean of the ranks' gradients (the batch is split, the loss is a mean over it)."""
+    torch.multiprocessing.spawn(_average_on_rank, args=(2, tmp_path / "store"), nprocs=2)
 
 
 def test_two_process_gloo_run(lmdb_path, tmp_path):
