@@ -218,12 +218,17 @@ def test_one_iteration_computes_the_seeds_losses_and_ema(loss):
         assert ((0 <= eps) & (eps <= 1)).all() and eps[:, 0, 0, 0].unique().numel() == batch
 
 
-def test_style_mixing_draws_two_latents_nine_times_in_ten():
-    """The seed's ``--mixing``: a pair of latents (a random crossover) with probability 0.9, else one."""
+def test_style_mixing_draws_two_latents_nine_times_in_ten_for_both_steps():
+    """The seed's ``--mixing``: with probability 0.9 the D step and the G step of an iteration both take a pair of
+    latents (a random crossover), else both one."""
     random.seed(0)
-    counts = [len(sample_latents(2, 4, "cpu", mixing=True)) for _ in range(2000)]
+    draws = [sample_latents(2, 4, "cpu", mixing=True) for _ in range(2000)]
+    counts = [len(d_latents) for d_latents, _ in draws]
+    assert all(len(g_latents) == count for (_, g_latents), count in zip(draws, counts))
     assert set(counts) == {1, 2} and abs(counts.count(2) / len(counts) - 0.9) < 0.03
-    assert all(len(sample_latents(2, 4, "cpu", mixing=False)) == 1 for _ in range(20))
+    d_latents, g_latents = draws[counts.index(2)]
+    assert len({id(z) for z in d_latents + g_latents}) == 4 and not torch.equal(d_latents[0], g_latents[0])
+    assert all(len(d) == len(g) == 1 for d, g in (sample_latents(2, 4, "cpu", mixing=False) for _ in range(20)))
 
 
 def test_penalties_through_the_fp16_loss_scale_are_unscaled():

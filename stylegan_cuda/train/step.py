@@ -5,8 +5,8 @@ The losses are the seed's (``--loss``):
   iteration, ``gamma = 10``); G ``softplus(-D(G(z'))).mean()``.
 - ``wgan-gp``: D ``-mean(D(x)) + 0.001 * mean(D(x)^2) + mean(D(G(z))) + 10 * mean((||grad D(x_hat)|| - 1)^2)`` with
   ``x_hat`` between a real and a fake image (one epsilon per sample); G ``-mean(D(G(z')))``.
-Fakes for the D step are made without a generator graph. With ``mixing``, each set of latents is a pair (the
-generator mixes their styles at a random crossover) with probability 0.9. Adam with ``betas=(0, 0.99)``, the mapping
+Fakes for the D step are made without a generator graph. With ``mixing``, the latents of both steps are pairs (the
+generator mixes their styles at a random crossover) with probability 0.9, decided once per iteration as the seed. Adam with ``betas=(0, 0.99)``, the mapping
 network at 1/100 of the learning rate. ``amp`` runs the forward passes under autocast (bf16, or fp16 with loss
 scaling, including the penalties' input gradients).
 """
@@ -51,10 +51,12 @@ def accumulate(ema: nn.Module, model: nn.Module, decay: float = 0.999) -> None:
         ema_params[name].mul_(decay).add_(param.detach(), alpha=1 - decay)
 
 
-def sample_latents(batch: int, code_dim: int, device, mixing: bool) -> list[torch.Tensor]:
-    """One latent batch, or two (style mixing) with probability 0.9 when ``mixing``."""
+def sample_latents(batch: int, code_dim: int, device, mixing: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The latents of one iteration's D step and G step: one batch each, or, with ``mixing`` and probability 0.9, a
+    pair each (style mixing), decided once for both steps as the seed's train.py does."""
     count = 2 if mixing and random.random() < MIXING_PROBABILITY else 1
-    return list(torch.randn(count, batch, code_dim, device=device).unbind(0))
+    latents = list(torch.randn(2 * count, batch, code_dim, device=device).unbind(0))
+    return latents[:count], latents[count:]
 
 
 def autocast(device_type: str, amp: str):
@@ -123,6 +125,7 @@ def train_step(generator: StyledGenerator, discriminator: Discriminator, g_optim
     G, D = generator, discriminator
     batch, code_dim, device = real.shape[0], G.config["code_dim"], real.device
     amp = lambda: autocast(device.type, config.amp)  # noqa: E731
+    d_latents, g_latents = sample_latents(batch, code_dim, device, config.mixing)
 
     D.requires_grad_(True)
     d_optimizer.zero_grad(set_to_none=True)
@@ -136,7 +139,7 @@ def train_step(generator: StyledGenerator, discriminator: Discriminator, g_optim
     else:
         real_loss = -real_scores.mean() + WGAN_DRIFT * real_scores.pow(2).mean()
     with torch.no_grad(), amp():
-        fake = G(sample_latents(batch, code_dim, device, config.mixing), step=step, alpha=alpha).float()
+        fake = G(d_latents, step=step, alpha=alpha).float()
     with amp():
         fake_scores = D(fake, step=step, alpha=alpha).float()
     if config.loss == "r1":
@@ -155,8 +158,7 @@ def train_step(generator: StyledGenerator, discriminator: Discriminator, g_optim
     D.requires_grad_(False)
     g_optimizer.zero_grad(set_to_none=True)
     with amp():
-        scores = D(G(sample_latents(batch, code_dim, device, config.mixing), step=step, alpha=alpha),
-                   step=step, alpha=alpha).float()
+        scores = D(G(g_latents, step=step, alpha=alpha), step=step, alpha=alpha).float()
     g_loss = F.softplus(-scores).mean() if config.loss == "r1" else -scores.mean()
     _optimize(g_loss, G.parameters, g_optimizer, g_scaler, reduce_gradients)
     D.requires_grad_(True)
