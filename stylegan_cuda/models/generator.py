@@ -199,8 +199,7 @@ class StyledGenerator(nn.Module):
         :func:`_styles_per_block`).
         """
         latents = list(input) if isinstance(input, (list, tuple)) else [input]
-        self._check_latents(latents)
-        step, alpha = check_step(step), check_alpha(alpha)
+        self._check_latents(latents)  # step and alpha: checked by make_noise and the synthesis network
         if isinstance(style_weight, bool) or not isinstance(style_weight, numbers.Real) \
                 or not math.isfinite(style_weight):
             raise ValueError(f"style_weight must be a finite number, got {style_weight!r}")
