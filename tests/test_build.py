@@ -247,6 +247,15 @@ def test_damaged_cached_library_is_rebuilt_not_loaded(fake_compiler):
     assert [p.name for p in final.parent.iterdir() if p.is_dir()] == ["k"]
 
 
+def test_a_killed_builds_partial_folder_is_removed_by_the_next_build(fake_compiler):
+    final, builds, _ = fake_compiler
+    stale = final.parent / "k.partial-999999"
+    stale.mkdir(parents=True)
+    (stale / "half.o").write_bytes(b"half")
+    assert build._jit_build(False, False).how == "jit-built"
+    assert sorted(p.name for p in final.parent.iterdir() if p.is_dir()) == ["k"]
+
+
 def test_intact_cache_loads_without_the_lock(fake_compiler, monkeypatch):
     """A finished cache on a read-only file system (the lock file cannot be created) still loads."""
     final, builds, loads = fake_compiler
@@ -327,6 +336,17 @@ def test_build_key_follows_the_cpu_and_the_cuda_toolkit(monkeypatch):
     assert build.build_key(True, "9.0", flags) != key
     assert build.build_key(False, "", build.compile_flags(False, native=True)) == build.build_key(
         False, "", build.compile_flags(False, native=True))
+
+
+def test_build_key_follows_torch_and_python(monkeypatch):
+    """A library built against one torch (or Python) must not be loaded by another: its ABI may differ."""
+    flags = build.compile_flags(False, native=True)
+    key = build.build_key(False, "", flags)
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + ".other")
+    assert build.build_key(False, "", flags) != key
+    key = build.build_key(False, "", flags)
+    monkeypatch.setattr(sys, "version", sys.version + " other")
+    assert build.build_key(False, "", flags) != key
 
 
 def test_ahead_of_time_option_without_torch_explains_no_build_isolation(tmp_path):

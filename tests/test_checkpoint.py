@@ -19,6 +19,7 @@ from stylegan_cuda import checkpoint
 from stylegan_cuda.checkpoint import CheckpointError, load_rosinality
 from stylegan_cuda.convert import main as convert_main
 from stylegan_cuda.models import MAX_STEP, RESOLUTIONS, Discriminator, StyledGenerator
+from stylegan_cuda.train.config import TrainError
 from stylegan_cuda.train.step import make_optimizers
 from stylegan_cuda.train.resume import TRAINING_KIND, TRAINING_VERSION, read_resume
 from test_models import BATCH, CODE_DIM, TINY, assert_close_scaled, randomize
@@ -166,6 +167,24 @@ def test_ema_only_file(tmp_path):
     assert loaded["generator"] is None and loaded["discriminator"] is None
     with torch.no_grad():
         assert_generators_agree(loaded["g_running"], g_running, steps=(3,))
+
+
+def test_data_parallel_prefixes_are_stripped(tmp_path):
+    """State dicts saved from ``nn.DataParallel`` models ("module." before every key) read as the plain ones."""
+    generator, discriminator, g_running = seed_models()
+    prefixed = lambda model: {f"module.{k}": v for k, v in model.state_dict().items()}  # noqa: E731
+    torch.save(prefixed(g_running), tmp_path / "010000.model")
+    torch.save({"generator": prefixed(generator), "discriminator": prefixed(discriminator),
+                "g_running": g_running.state_dict()}, tmp_path / "train_step-3.model")
+    ema_only = load_rosinality(tmp_path / "010000.model", impl="reference")
+    loaded = load_rosinality(tmp_path / "train_step-3.model", impl="reference")
+    for ours, expected in (
+        (ema_only["g_running"], checkpoint.convert_generator(g_running.state_dict(), impl="reference")),
+        (loaded["generator"], checkpoint.convert_generator(generator.state_dict(), impl="reference")),
+        (loaded["discriminator"], checkpoint.convert_discriminator(discriminator.state_dict(), impl="reference")),
+    ):
+        assert ours.state_dict().keys() == expected.state_dict().keys()
+        assert all(torch.equal(ours.state_dict()[k], v) for k, v in expected.state_dict().items())
 
 
 def test_seed_full_width_layout():
@@ -341,6 +360,19 @@ def test_a_train_checkpoint_of_the_right_structure(tmp_path, step):
     torch.save(data, path)
     assert read_resume(path, impl="reference").training["progress"]["step"] == step
     assert checkpoint.load(path, impl="reference")["generator"] is not None
+
+
+@pytest.mark.parametrize("entry, value, message", [
+    ("version", TRAINING_VERSION + 1, f"training state version {TRAINING_VERSION + 1}; this train.py reads version"),
+    ("kind", "another.trainer", "its training state is not one written by train.py"),
+])
+def test_resume_refuses_a_training_state_of_another_kind_or_version(tmp_path, entry, value, message):
+    path = tmp_path / "other.pt"
+    data = _train_checkpoint_data(path)
+    data["training"][entry] = value
+    torch.save(data, path)
+    with pytest.raises(TrainError, match=re.escape(message)):
+        read_resume(path, impl="reference")
 
 
 @pytest.mark.parametrize("case", sorted(BAD_STRUCTURES))

@@ -136,6 +136,74 @@ def test_resample_filter_is_applied_and_recorded(tmp_path):
     assert not np.array_equal(pixels["lanczos"], pixels["box"])
 
 
+def test_high_depth_images_are_scaled_with_rounding_up_to_their_white(tmp_path):
+    """16-bit and 32-bit integers in [0, 65535] and floats in [0, 1] scale to 8 bits (rounded): their white is
+    accepted and becomes 255; a value below 0 skips the image like one above the white."""
+    cases = [("I;16", 1000, 4), ("I;16", 65535, 255), ("I", 65535, 255), ("F", 0.25, 64), ("F", 1.0, 255)]
+    for index, (mode, value, gray) in enumerate(cases):
+        path = tmp_path / f"{index}.{'png' if mode == 'I;16' else 'tiff'}"
+        Image.new(mode, (4, 4), value).save(path)
+        assert (np.asarray(load_rgb(path)) == gray).all(), (mode, value)
+    Image.new("F", (4, 4), -0.25).save(tmp_path / "negative.tiff")
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        load_rgb(tmp_path / "negative.tiff")
+
+
+def test_transparent_palette_entry_goes_on_white(tmp_path):
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 10, 120, 230] + [0, 0, 0] * 254)
+    image.save(tmp_path / "transparent.png", transparency=1)
+    assert (np.asarray(load_rgb(tmp_path / "transparent.png")) == 255).all()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A landscape JPEG whose EXIF says "rotate 90 degrees clockwise" (orientation 6) is read as a portrait."""
+    pixels = np.zeros((16, 24, 3), np.uint8)
+    pixels[:, :12] = (255, 0, 0)  # left half red, right half blue
+    pixels[:, 12:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", quality=100, exif=exif)
+    rgb = np.asarray(load_rgb(tmp_path / "rotated.jpg")).astype(int)
+    assert rgb.shape == (24, 16, 3)
+    assert np.abs(rgb[2] - (255, 0, 0)).max() <= 8 and np.abs(rgb[-3] - (0, 0, 255)).max() <= 8  # red on top
+
+
+def test_lanczos_is_pillows_lanczos(tmp_path):
+    """The default filter is the seed's LANCZOS, the others Pillow's filter of their name."""
+    root = tmp_path / "images"
+    root.mkdir()
+    noise = np.random.default_rng(1).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "noise.png")
+    for name, resample in (("lanczos", Image.Resampling.LANCZOS), ("bicubic", Image.Resampling.BICUBIC)):
+        out = tmp_path / name
+        kwargs = {} if name == "lanczos" else {"resample": name}
+        prepare_database(root, out, sizes=(8,), image_format="png", stream=io.StringIO(), **kwargs)
+        expected = np.asarray(Image.fromarray(noise).resize((8, 8), resample))
+        assert np.array_equal(decode(all_items(out)[b"8-00000"]), expected), name
+
+
+def test_upscaled_images_are_counted_by_their_shorter_side(tmp_path, capsys):
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (40, 16), (1, 2, 3)).save(root / "a_wide.png")  # shorter side 16 < 32: upscaled
+    Image.new("RGB", (40, 40), (1, 2, 3)).save(root / "b_large.png")
+    assert main(["--out", str(tmp_path / "db"), "--sizes", "4,32", "--n_worker", "1", str(root)]) == 0
+    assert "1 image(s) had a shorter side below 32 px and were upscaled" in capsys.readouterr().out
+
+
+def test_sizes_are_sorted_and_deduplicated_and_max_size_gives_powers_of_two_from_8(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(root / "a.png")
+    report = prepare_database(root, tmp_path / "db", sizes=(8, 4, 8), stream=io.StringIO())
+    assert report.sizes == (4, 8)
+    assert json.loads(all_items(tmp_path / "db")[b"metadata"]) == {
+        "format_version": 1, "image_format": "jpeg", "length": 1, "resample": "lanczos", "sizes": [4, 8]}
+    assert main(["--out", str(tmp_path / "max16"), "--max_size", "16", str(root)]) == 0
+    assert MultiResolutionDataset(tmp_path / "max16").resolutions == [8, 16]
+
+
 def test_cli_reports_each_bad_file_and_the_count(messy_folder, tmp_path, capsys):
     root, expected, bad = messy_folder
     status = main(["--out", str(tmp_path / "db"), "--sizes", "4,8", "--n_worker", "2", str(root)])
@@ -405,6 +473,15 @@ def test_dataset_errors_name_the_problem(messy_database, tmp_path):
         dataset.resolution = 32
     with pytest.raises(IndexError):
         dataset[len(dataset)]
+    with pytest.raises(IndexError):
+        dataset[-1]
+    env = lmdb.open(str(tmp_path / "no_images"))
+    with env.begin(write=True) as txn:
+        txn.put(b"8-00000", b"x")
+        txn.put(b"length", b"0")
+    env.close()
+    with pytest.raises(ValueError, match="holds no images"):
+        MultiResolutionDataset(tmp_path / "no_images")
 
 
 def test_default_transform_is_the_seeds(tmp_path):

@@ -17,7 +17,7 @@ from stylegan_cuda.generate import GenerateError, Sampler, load_generator, make_
 from stylegan_cuda.generate import cli
 from stylegan_cuda.generate.cli import main
 from stylegan_cuda.generate.sampling import MAX_SEED, mean_style
-from stylegan_cuda.models import StyledGenerator
+from stylegan_cuda.models import MAX_STEP, StyledGenerator
 from stylegan_cuda.train.cli import make_config
 from stylegan_cuda.train.trainer import Trainer
 
@@ -225,3 +225,41 @@ def test_checkpoint_of_the_wrong_structure(train_checkpoint, tmp_path, capsys):
     assert main([str(tmp_path / "bad_step.pt"), "--out", str(tmp_path / "never"), "--device", "cpu"]) == 2
     assert "bad_step.pt: the training state's progress.step is 42: steps are 0 to 8" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_named_mixing_ranges_are_the_papers_blocks():
+    """coarse = blocks 0-1 (4-8 px), middle = 2-3 (16-32 px), fine = 4-8 (64-1024 px); all = those that exist."""
+    papers = [("coarse", (0, 1)), ("middle", (2, 3)), ("fine", (4, MAX_STEP))]
+    assert parse_mixing_ranges(["coarse", "middle", "fine"], step=MAX_STEP) == papers
+    assert parse_mixing_ranges(["all"], step=MAX_STEP) == papers
+    assert parse_mixing_ranges(["all"], step=2) == [("coarse", (0, 1)), ("middle", (2, 2))]
+    assert parse_mixing_ranges(["3:9"], step=5) == [("3-5", (3, 5))]
+
+
+def test_fixed_noise_is_shared_by_every_image_random_noise_is_not(train_checkpoint):
+    loaded = load_generator(train_checkpoint)
+    with torch.no_grad():  # the noise weights start at 0: give the noise an effect
+        for name, parameter in loaded.model.named_parameters():
+            if "noise" in name:
+                parameter.fill_(1.0)
+    twice = torch.randn(1, 16).expand(2, -1)
+    fixed = Sampler(loaded, truncation=1.0, noise="fixed").images(twice)
+    torch.testing.assert_close(fixed[1], fixed[0], atol=1e-5, rtol=0)
+    drawn = Sampler(loaded, truncation=1.0, noise="random").images(twice)
+    assert not torch.allclose(drawn[1], drawn[0], atol=1e-3)
+
+
+def test_the_fade_in_is_read_from_a_train_checkpoint(train_checkpoint, tmp_path):
+    """A checkpoint written during a fade-in draws at its alpha, not at 1."""
+    data = torch.load(train_checkpoint, weights_only=True)
+    data["training"]["alpha"] = 0.25
+    torch.save(data, tmp_path / "fading.pt")
+    loaded = load_generator(tmp_path / "fading.pt")
+    assert loaded.alpha == 0.25 and "alpha 0.25" in loaded.description
+
+
+def test_a_single_mixing_range_keeps_the_seeds_file_names(train_checkpoint, tmp_path):
+    """One --mixing_range (given or named): sample_mixing_J.png; the range is named only where there are several."""
+    assert main([str(train_checkpoint), "--out", str(tmp_path), "--mixing_range", "coarse", "--n_mixing", "2",
+                 "--n_row", "1", "--n_col", "1", "--n_mean", "64", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.png", "sample_mixing_0.png", "sample_mixing_1.png"]

@@ -94,6 +94,14 @@ def test_schedule_follows_the_seed():
     assert seen[12] == (16, 1.0, False) and progress.final
 
 
+def test_progress_state_round_trips_with_the_fade_in_of_a_run_started_from_weights():
+    """A run started from trained weights fades its first resolution in; resumed mid-fade, it goes on fading."""
+    schedule = Schedule(phase=10, init_size=8, max_size=16)
+    progress = Progress(step=schedule.init_step, used_sample=4, fade_init=True)
+    resumed = Progress.from_state_dict(progress.state_dict())
+    assert resumed == progress and resumed.alpha(schedule) == 0.5
+
+
 def test_lr_flag_is_not_overwritten():
     assert Schedule(lr=0.005).lr_at(8) == 0.005 and Schedule(lr=0.005).lr_at(256) == 0.005
     sched = Schedule(lr=0.005, sched=True, batch=7)
@@ -124,6 +132,13 @@ def test_batches_cover_epochs_and_resume_mid_stream():
     ranks = [ResumableBatches(5, 3, 1, 8, rank=r, world_size=2).epoch_keys(0) for r in range(2)]
     assert set(k // 2 for k in torch.cat(ranks).tolist()) == set(range(5))  # 5 images padded to 2 x 3
     assert len(ranks[0]) == len(ranks[1]) == 3
+    # As DistributedSampler: the epoch's order padded by its first keys, every world_size-th key from the rank-th.
+    padded = torch.cat([stream.epoch_keys(0), stream.epoch_keys(0)[:1]])
+    assert all(torch.equal(ranks[r], padded[r::2]) for r in range(2))
+    # Another number of ranks goes on in the same epoch: 4 = epoch 1 (of 3 keys per rank) + 1 key by each of 2 ranks
+    # is epoch 1 (of 5 keys) + 2 keys for one rank, and back.
+    assert ResumableBatches.rank_position(5, 4, world_size=2, new_world_size=1) == 5 + 2
+    assert ResumableBatches.rank_position(5, 7, world_size=1, new_world_size=2) == 3 + 1
 
 
 def test_batches_of_any_accepted_seed():
