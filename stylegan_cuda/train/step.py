@@ -6,9 +6,9 @@ The losses are the seed's (``--loss``):
 - ``wgan-gp``: D ``-mean(D(x)) + 0.001 * mean(D(x)^2) + mean(D(G(z))) + 10 * mean((||grad D(x_hat)|| - 1)^2)`` with
   ``x_hat`` between a real and a fake image (one epsilon per sample); G ``-mean(D(G(z')))``.
 Fakes for the D step are made without a generator graph. With ``mixing``, the latents of both steps are pairs (the
-generator mixes their styles at a random crossover) with probability 0.9, decided once per iteration as the seed. Adam with ``betas=(0, 0.99)``, the mapping
-network at 1/100 of the learning rate. ``amp`` runs the forward passes under autocast (bf16, or fp16 with loss
-scaling, including the penalties' input gradients).
+generator mixes their styles at a random crossover) with probability 0.9, decided once per iteration as the seed.
+Adam with ``betas=(0, 0.99)``, the mapping network at 1/100 of the learning rate. ``amp`` runs the forward passes
+under autocast (bf16, or fp16 with loss scaling, including the penalties' input gradients).
 """
 
 from __future__ import annotations
