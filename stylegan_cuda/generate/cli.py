@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
-from ..ops.dispatch import IMPLS, check_impl
+from ..ops.dispatch import IMPL_HELP, IMPLS, check_impl
 from ..train.distributed import DeviceError, resolve_device
 from .grid import MAX_GRID_PIXELS, grid_size, save_grid
 from .sampling import SEED_RANGE, GenerateError, Sampler, load_generator, parse_mixing_ranges
@@ -41,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_mean", type=int, default=10 * 1024, help="latents averaged for the mean style (default 10240)")
     p.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, cuda:N")
-    p.add_argument("--impl", choices=IMPLS, help="ops: compiled kernels (extension), the pure-PyTorch reference, or "
-                   "auto: the kernels where they build (default: $STYLEGAN_CUDA_IMPL, else auto)")
+    p.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
     return p
 
 

@@ -17,6 +17,9 @@ import torch
 from . import build
 
 IMPLS = ("auto", "extension", "reference")
+# The help of a command line's --impl, whose default (None) is the run's.
+IMPL_HELP = ("ops: compiled kernels (extension), the pure-PyTorch reference, or auto: the kernels where they build "
+             "(default: $STYLEGAN_CUDA_IMPL, else auto)")
 _warned: set[str] = set()
 
 

@@ -11,7 +11,7 @@ import sys
 import torch
 
 from .. import checkpoint as ckpt
-from ..ops.dispatch import IMPLS, check_impl
+from ..ops.dispatch import IMPL_HELP, IMPLS, check_impl
 from . import distributed
 from .config import DEFAULTS, MODEL_OPTIONS, TrainConfig, TrainError
 from .distributed import DistInfo
@@ -59,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leaky ReLU after the discriminator's from_rgb (default on, as the seed's train.py)")
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda, cuda:N (default auto)")
-    g.add_argument("--impl", choices=IMPLS, help="ops: compiled kernels (extension), the pure-PyTorch reference, or "
-                   "auto: the kernels where they build (default: $STYLEGAN_CUDA_IMPL, else auto)")
+    g.add_argument("--impl", choices=IMPLS, help=IMPL_HELP)
     g.add_argument("--amp", choices=AMP_MODES, help="mixed precision of the forward passes "
                    "(fp16 with loss scaling; default off)")
     g.add_argument("--channels_last", action="store_true",
