@@ -5,13 +5,12 @@ Measures images per second for ``prepare_database`` (sizes 8..256, JPEG) with
 and 256 px; each case counts its best of several runs, as the machine may be
 shared. Sources: the shipped demo photographs upscaled to a 512 px shorter
 side (JPEG quality 95), several copies each. Run from the repository root:
-``python -m benchmarks.data``; writes ``benchmarks/results/data_cpu.json`` (a run with other settings:
-``data_<settings>_cpu.json``, e.g. ``data_c2_r1_cpu.json``).
+``python -m benchmarks.data``; writes ``benchmarks/results/data_cpu_<N>cores.json`` (a run with other settings:
+``data_<settings>_cpu_<N>cores.json``, e.g. ``data_c2_r1_cpu_2cores.json``).
 """
 
 import argparse
 import io
-import json
 import math
 import os
 import platform
@@ -23,11 +22,10 @@ import PIL
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from benchmarks.harness import RESULTS_DIR, format_table, machine_info
+from benchmarks.harness import format_table, machine_info, write_results
 from stylegan_cuda.data import MultiResolutionDataset, prepare_database
 from stylegan_cuda.data.demo import write_demo_images
 
-RESULTS_PATH = RESULTS_DIR / "data_cpu.json"
 PREPARE_SIZES = (8, 16, 32, 64, 128, 256)
 SOURCE_SHORTER_SIDE = 512
 
@@ -106,10 +104,8 @@ def main(argv=None):
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not 0 < args.seconds < math.inf:
         parser.error(f"--seconds must be a finite number > 0, got {args.seconds}")
-    # A run of other settings than the defaults writes its own file: it never replaces the results of a default run.
     settings = [f"{name[0]}{getattr(args, name):g}" for name in ("copies", "repeats", "seconds")
                 if getattr(args, name) != parser.get_default(name)]
-    results_path = RESULTS_PATH.with_name(f"data_{'_'.join(settings)}_cpu.json") if settings else RESULTS_PATH
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -148,15 +144,11 @@ def main(argv=None):
         f"(the 15 demo photos upscaled, {args.copies} copies)"
     )
     results = {
-        "machine": machine,
         "repeats": args.repeats,
         "prepare": {"sizes": list(PREPARE_SIZES), "source": source, "format": "jpeg", "rows": prepare_rows},
         "dataloader": {"batch_size": 32, "shuffle": True, "transform": "default", "rows": loader_rows},
     }
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = results_path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(partial, results_path)
+    results_path = write_results("data", settings, "cpu", results, machine=machine)
 
     print(f"Best of {args.repeats} runs each.\nprepare_database: {source}; sizes 8..256, JPEG quality 100")
     print(format_table(prepare_rows, [("n_worker", "workers", "d"), ("images", "images", "d"),

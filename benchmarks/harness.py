@@ -100,11 +100,15 @@ def device_tag(device: str) -> str:
     return f"cpu_{os.cpu_count()}cores"
 
 
-def write_results(name: str, device: str, payload: dict) -> Path:
+def write_results(benchmark: str, settings: list[str], device: str, payload: dict,
+                  machine: dict | None = None) -> Path:
+    """Write ``<benchmark>[_<settings>]_<device tag>.json`` under ``RESULTS_DIR`` (whole or not at all), with the
+    machine's facts (and ``machine``'s) beside ``payload``. ``settings``: how the run differs from the benchmark's
+    defaults, so that such a run writes a file of its own and never replaces a default run's results."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}_{device_tag(device)}.json"
+    path = RESULTS_DIR / f"{'_'.join([benchmark, *settings, device_tag(device)])}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"machine": machine_info(device), **payload}, indent=2))
+    tmp.write_text(json.dumps({"machine": {**machine_info(device), **(machine or {})}, **payload}, indent=2) + "\n")
     os.replace(tmp, path)
     return path
 

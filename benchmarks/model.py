@@ -151,16 +151,15 @@ def main(argv=None) -> None:
     batch = args.batch or defaults["batch"]
     max_channels = args.max_channels or defaults["max_channels"]
     repeat = args.repeat or (3 if args.quick else 9)
-    # A run of other settings than the device's defaults writes its own file: it never replaces a full run's results.
-    name = "model"
+    settings = []
     if resolutions != [int(r) for r in defaults["resolutions"].split(",")]:
-        name += "_r" + "-".join(map(str, resolutions))
+        settings.append("r" + "-".join(map(str, resolutions)))
     if batch != defaults["batch"]:
-        name += f"_b{batch}"
+        settings.append(f"b{batch}")
     if max_channels != defaults["max_channels"]:
-        name += f"_c{max_channels}"
+        settings.append(f"c{max_channels}")
     if args.quick:  # the first resolution only
-        name += "_quick"
+        settings.append("quick")
         resolutions = resolutions[:1]
     from stylegan_cuda.ops import load_extension
 
@@ -176,7 +175,7 @@ def main(argv=None) -> None:
                   f"train iteration {row['train_ms']:.1f} ms", flush=True)
         _add_speedups(rows)
         # written as it goes: a run cut short keeps what it measured
-        path = write_results(name, args.device, {"alpha": ALPHA, "rows": rows})
+        path = write_results("model", settings, args.device, {"alpha": ALPHA, "rows": rows})
     print(format_table(rows, COLUMNS))
     print(f"written {path}")
 

@@ -145,8 +145,7 @@ def main(argv=None) -> None:
         copy_gbs = copy_bandwidth_gbs(device)
         print(f"\n{device}: measured copy bandwidth {copy_gbs:.1f} GB/s (read + write)")
         rows = []
-        # A run of some ops writes its own file: it never replaces the results of a run of all of them.
-        suffix = ("" if set(ops) == set(OPS) else "_" + "_".join(ops)) + ("_quick" if args.quick else "")
+        settings = ([] if set(ops) == set(OPS) else list(ops)) + (["quick"] if args.quick else [])
         for op in ops:
             for case in _cases(op, device, args.quick):
                 for dtype in dtypes:
@@ -160,7 +159,7 @@ def main(argv=None) -> None:
                             print(f"      {kernel['ms']:8.3f} ms  {kernel['name']}")
                     rows += new
                     # written as it goes: a run cut short keeps what it measured
-                    path = write_results(f"ops{suffix}", device, {"copy_gbs": copy_gbs, "ops": ops, "rows": rows})
+                    path = write_results("ops", settings, device, {"copy_gbs": copy_gbs, "ops": ops, "rows": rows})
         print(format_table(rows, COLUMNS))
         print(f"written {path}")
 

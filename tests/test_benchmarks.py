@@ -89,8 +89,7 @@ def test_report_names_a_missing_or_foreign_file(tmp_path, monkeypatch, capsys):
     assert not capsys.readouterr().out
 
 
-def test_data_benchmark_checks_its_options_and_keeps_the_default_file(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data, "RESULTS_PATH", tmp_path / "data_cpu.json")
+def test_data_benchmark_checks_its_options_and_keeps_the_default_file(results_dir, capsys):
     for argv, message in ((["--copies", "0"], "--copies must be >= 1"), (["--repeats", "-1"], "--repeats must be"),
                           (["--seconds", "nan"], "--seconds must be a finite number > 0"),
                           (["--seconds", "0"], "--seconds must be a finite number > 0")):
@@ -98,6 +97,6 @@ def test_data_benchmark_checks_its_options_and_keeps_the_default_file(tmp_path, 
             data.main(argv)
         assert message in capsys.readouterr().err
     data.main(["--copies", "1", "--repeats", "1", "--seconds", "0.05"])
-    (path,) = tmp_path.iterdir()
-    assert path.name == "data_c1_r1_s0.05_cpu.json"
+    (path,) = results_dir.iterdir()
+    assert path.name.startswith("data_c1_r1_s0.05_cpu_")
     assert [row["n_worker"] for row in json.loads(path.read_text())["prepare"]["rows"]] == [1, 2]
