@@ -269,6 +269,49 @@ def test_intact_cache_loads_without_the_lock(fake_compiler, monkeypatch):
     assert info.how == "jit-cached" and loads[-1] == info.library and len(builds) == 1
 
 
+def test_a_build_waiting_on_the_lock_loads_the_other_ones_library(fake_compiler, monkeypatch):
+    """Two builds of one key at once (distributed ranks): the second waits on the lock, then loads what the first
+    built instead of compiling again. (flock also excludes two opens of one file in one process, so threads stand
+    in for the processes.)"""
+    import fcntl
+    import threading
+
+    from torch.utils import cpp_extension
+
+    final, builds, loads = fake_compiler
+    compiling, waiting, finish = threading.Event(), threading.Event(), threading.Event()
+    fake_load, real_flock = cpp_extension.load, fcntl.flock
+
+    def slow_load(*args, **kwargs):
+        compiling.set()
+        finish.wait(timeout=60)
+        fake_load(*args, **kwargs)
+
+    def flock(handle, operation):
+        if operation == fcntl.LOCK_EX and compiling.is_set():
+            waiting.set()
+        real_flock(handle, operation)
+
+    monkeypatch.setattr(cpp_extension, "load", slow_load)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    results = {}
+
+    def run(name):
+        results[name] = build._jit_build(False, False)
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert compiling.wait(timeout=60)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    assert waiting.wait(timeout=60)
+    finish.set()
+    for thread in (first, second):
+        thread.join(timeout=60)
+    assert results["first"].how == "jit-built" and results["second"].how == "jit-cached", results
+    assert len(builds) == 1 and loads == [str(final / f"{build.EXTENSION_NAME}.so")]
+
+
 @pytest.fixture
 def fresh_loader(monkeypatch):
     """load_extension as in a new process (nothing loaded, no failure remembered, no hooks, no AOT library)."""
