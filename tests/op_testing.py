@@ -27,11 +27,13 @@ def assert_matches_reference(out: torch.Tensor, reference_fn, inputs: tuple, kwa
 
 
 def check_forward(run_extension, reference_fn, inputs: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """The kernel on ``inputs``: its dtype, its agreement with the reference and its memory format."""
+    """The kernel on ``inputs``: its dtype, its agreement with the reference and its memory format (the reference's
+    too: impl="reference" keeps the layout as well)."""
     out = run_extension(*inputs)
     assert out.dtype == dtype
     assert_matches_reference(out, reference_fn, inputs)
     assert_same_layout(out, inputs[0])
+    assert_same_layout(reference_fn(*inputs), inputs[0])
     return out
 
 

@@ -181,6 +181,13 @@ def test_compiles_with_inductor(device):
     torch.testing.assert_close(fn(x), adain_noise_reference(x + 1, noise, noise_weight, gamma, beta) * 3)
 
 
+@pytest.mark.parametrize("dtype, eps", [(torch.float32, 0.5), (torch.float64, 0.5), (torch.float64, 1e-300)])
+def test_eps_reaches_both_implementations(dtype, eps, device):
+    """A non-default eps (for float64 inputs, one below float32's range) gives the kernels the reference's output."""
+    inputs = make_inputs(SAMPLES[0], device, dtype)
+    torch.testing.assert_close(run_extension(*inputs, eps=eps), adain_noise_reference(*inputs, eps=eps))
+
+
 @pytest.mark.parametrize("size", [4, 64, 256])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_large_mean_small_spread(device, size, channels_last):

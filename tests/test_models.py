@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import random
+import warnings
 
 import pytest
 import torch
@@ -195,6 +196,8 @@ def test_random_crossover_matches_explicit_range(impl):
     explicit = generator(z, noise=noise, step=step, mixing_range=(crossover + 1, MAX_STEP))
     torch.testing.assert_close(mixed, explicit)
     assert not torch.allclose(mixed, generator(z[0], noise=noise, step=step))
+    # Training mixes from its first step: at 4 px there is one block and no crossover to draw, so the first latent's.
+    torch.testing.assert_close(generator(z, noise=noise[:1], step=0), generator(z[0], noise=noise[:1], step=0))
 
 
 def test_generator_shapes_widths_and_defaults():
@@ -209,6 +212,11 @@ def test_generator_shapes_widths_and_defaults():
         image = small(torch.randn(3, CODE_DIM), step=step)
         assert image.shape == (3, 3, RESOLUTIONS[step], RESOLUTIONS[step])
     assert small.mean_style(torch.randn(10, CODE_DIM)).shape == (1, CODE_DIM)
+    # No mapping layers: the styles are the pixel-normalized latents.
+    z = torch.randn(5, CODE_DIM)
+    no_mapping = StyledGenerator(code_dim=CODE_DIM, n_mlp=0, impl="reference", **TINY)
+    normalized = z / z.square().mean(1, keepdim=True).sqrt()
+    torch.testing.assert_close(no_mapping.mean_style(z), normalized.mean(0, keepdim=True))
 
 
 def test_discriminator_widths():
@@ -236,10 +244,15 @@ def test_bad_arguments():
         generator([torch.randn(2, CODE_DIM), torch.randn(3, CODE_DIM)], step=1, mixing_range=(0, 1))
     with pytest.raises(ValueError, match=rf"mean_style must have shape \[1, {CODE_DIM}\]"):
         generator(torch.randn(2, CODE_DIM), step=1, mean_style=torch.randn(CODE_DIM + 1), style_weight=0.7)
-    with pytest.raises(ValueError, match=r"\[N, 3, 8, 8\]"):
-        discriminator(torch.randn(1, 3, 16, 16), step=1)
+    for image in (torch.randn(1, 3, 16, 16), torch.randn(1, 4, 8, 8)):
+        with pytest.raises(ValueError, match=r"\[N, 3, 8, 8\]"):
+            discriminator(image, step=1)
+    with pytest.raises(ValueError, match="batch must be an int >= 0, got -1"):
+        generator.make_noise(-1, 1)
     with pytest.raises(ValueError, match="channel_base"):
         StyledGenerator(channel_base=512, max_channels=8)
+    with pytest.raises(ValueError, match="max_channels must be >= 1"):
+        Discriminator(channel_base=1024, max_channels=0)
     with pytest.raises(ValueError, match="code_dim must be >= 1 .* got code_dim=0"):
         StyledGenerator(code_dim=0, **TINY)
     with pytest.raises(ValueError, match="n_mlp >= 0, got code_dim=512, n_mlp=-1"):
@@ -341,15 +354,17 @@ def test_bad_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="input is on meta"):
         discriminator(image.to("meta"), step=1)
     for model, x in ((generator, z), (discriminator, image)):
-        with pytest.raises(ValueError, match="step must be an int"):
-            model(x, step=True)
-        for alpha in (float("nan"), 2.0, -0.5, "0.5", True):
+        for step in (True, torch.tensor(1)):
+            with pytest.raises(ValueError, match="step must be an int"):
+                model(x, step=step)
+        for alpha in (float("nan"), 2.0, -0.5, "0.5", True, torch.tensor(True)):
             with pytest.raises(ValueError, match="alpha must be a number in"):
                 model(x, step=1, alpha=alpha)
     for bad_noise, match in ((noise[0], "noise must be a list"), ([None, noise[1]], r"noise\[0\]"),
                              ([noise[0], noise[0]], r"noise\[1\] .*\[2, 1, 8, 8\]"),
                              ([n.long() for n in noise], r"noise\[0\] must be a floating-point"),
-                             ([n[:1] for n in noise], r"noise\[0\] .*\[2, 1, 4, 4\]")):
+                             ([n[:1] for n in noise], r"noise\[0\] .*\[2, 1, 4, 4\]"),
+                             ([n.to("meta") for n in noise], r"noise\[0\] is on meta but the latents are on cpu")):
         with pytest.raises((TypeError, ValueError), match=match):
             generator(z, noise=bad_noise, step=1)
     for mixing_range in ((2, 0), (0, 9), (-5, 1), (3, 4), (0, 1, 2), (0.5, 1)):
@@ -389,4 +404,20 @@ def test_accepted_edge_cases_match_reference():
                                ref_d(images.contiguous(), step=2, alpha=0.5), atol=1e-4, rtol=1e-4)
     empty = generator(torch.randn(0, CODE_DIM), step=2, alpha=0.5)
     assert empty.shape == (0, 3, 16, 16)
-    assert discriminator(empty, step=2).shape == (0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the minibatch statistic of no images: none, not a warning
+        assert discriminator(empty, step=2).shape == (0, 1)
+
+
+def test_set_impl_switches_the_ops_of_a_model_on_meta_tensors():
+    """On meta tensors the reference runs (shapes only, the noise drawn on the latents' device) and the extension,
+    which has no meta kernels, refuses: set_impl must reach the ops of both networks."""
+    generator = set_impl(tiny_generator(impl="extension"), "reference").to("meta")
+    discriminator = set_impl(tiny_discriminator(impl="extension"), "reference").to("meta")
+    z = torch.randn(BATCH, CODE_DIM, device="meta")
+    image = generator(z, step=2, alpha=0.5)
+    assert image.shape == (BATCH, 3, 16, 16) and image.is_meta
+    assert discriminator(image, step=2, alpha=0.5).shape == (BATCH, 1)
+    for model, x in ((generator, z), (discriminator, image)):
+        with pytest.raises(ValueError, match="impl='extension' has kernels for CPU and CUDA tensors only"):
+            set_impl(model, "extension")(x, step=2)

@@ -10,7 +10,7 @@ from torch import nn
 
 from .build import on_extension_loaded
 from .dispatch import use_extension
-from .layout import check_same_device
+from .layout import check_same_device, memory_format_of
 
 
 def _check_args(x, noise, noise_weight, gamma, beta, eps):
@@ -45,7 +45,8 @@ def adain_noise_reference(x, noise, noise_weight, gamma, beta, negative_slope=0.
     if noise is not None:
         x = x + noise_weight.view(1, -1, 1, 1) * noise
     h = F.leaky_relu(x, negative_slope)
-    return gamma[:, :, None, None] * F.instance_norm(h, eps=eps) + beta[:, :, None, None]
+    y = gamma[:, :, None, None] * F.instance_norm(h, eps=eps) + beta[:, :, None, None]
+    return y.contiguous(memory_format=memory_format_of(x))
 
 
 def adain_noise(x, noise, noise_weight, gamma, beta, negative_slope=0.2, eps=1e-5, impl: str | None = None):
