@@ -42,11 +42,12 @@ def _check_args(x, noise, noise_weight, gamma, beta, eps):
 def adain_noise_reference(x, noise, noise_weight, gamma, beta, negative_slope=0.2, eps=1e-5) -> torch.Tensor:
     """The specification of :func:`adain_noise`, written as the seed's NoiseInjection, LeakyReLU and AdaIN."""
     _check_args(x, noise, noise_weight, gamma, beta, eps)
+    memory_format = memory_format_of(x)
     if noise is not None:
         x = x + noise_weight.view(1, -1, 1, 1) * noise
     h = F.leaky_relu(x, negative_slope)
     y = gamma[:, :, None, None] * F.instance_norm(h, eps=eps) + beta[:, :, None, None]
-    return y.contiguous(memory_format=memory_format_of(x))
+    return y.contiguous(memory_format=memory_format)
 
 
 def adain_noise(x, noise, noise_weight, gamma, beta, negative_slope=0.2, eps=1e-5, impl: str | None = None):
