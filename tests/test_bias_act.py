@@ -243,6 +243,8 @@ def test_bad_dtypes_and_devices():
         fused_bias_leaky_relu(torch.ones(2, 3), torch.ones(3, device="meta"), impl="extension")
     with pytest.raises(ValueError, match="impl must be one of"):
         fused_bias_leaky_relu(torch.ones(2, 3), impl="fast")
+    with pytest.raises(ValueError, match="impl='extension' has kernels for CPU and CUDA tensors only, got a meta"):
+        fused_bias_leaky_relu(torch.ones(2, 3, device="meta"), impl="extension")
 
 
 def test_kernel_checks_its_arguments():

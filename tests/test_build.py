@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stylegan_cuda.ops import build
+from stylegan_cuda.ops import build, dispatch
 
 REPO = Path(__file__).resolve().parent.parent
 _AHEAD_OF_TIME_LIBRARY = build._ahead_of_time_library
@@ -139,6 +139,13 @@ def test_loaded_extension_registers_every_op_on_cpu():
     for op in ops:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU"), op
     assert info.has_cuda == (torch.cuda.is_available() and build.want_cuda())
+
+
+def test_without_the_environment_variable_the_kernels_run_where_they_build(monkeypatch):
+    """STYLEGAN_CUDA_IMPL unset: impl=None is auto, which runs the compiled kernels where they build (the CPU here)."""
+    monkeypatch.delenv("STYLEGAN_CUDA_IMPL", raising=False)
+    build.load_extension()
+    assert dispatch.check_impl(None) == "auto" and dispatch.use_extension(None, "cpu")
 
 
 needs_nvcc = pytest.mark.skipif(

@@ -145,11 +145,14 @@ def test_bad_optimizer_states(tmp_path):
     good = {"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
             "g_optimizer": g_optimizer.state_dict(), "d_optimizer": d_optimizer.state_dict()}
     one_group = {**good["g_optimizer"], "param_groups": good["g_optimizer"]["param_groups"][:1]}
+    synthesis, mapping = good["g_optimizer"]["param_groups"]
+    short_group = {**good["g_optimizer"], "param_groups": [{**synthesis, "params": synthesis["params"][:-1]}, mapping]}
     d_states = good["d_optimizer"]["state"]
     index = next(iter(d_states))  # a parameter that had a gradient at 8 px
     short_moment = {**good["d_optimizer"], "state": {**d_states, index: {**d_states[index], "exp_avg": torch.zeros(3)}}}
     listed_states = {**good["g_optimizer"], "state": list(good["g_optimizer"]["state"].values())}
     for edit, message in (({"g_optimizer": one_group}, "g_optimizer: 1 parameter group"),
+                          ({"g_optimizer": short_group}, "g_optimizer: parameter group 0 holds"),
                           ({"d_optimizer": short_moment}, f"d_optimizer: exp_avg of parameter {index}"),
                           ({"g_optimizer": listed_states}, "g_optimizer: not an optimizer state")):
         path = tmp_path / "bad.model"
@@ -167,6 +170,15 @@ def test_ema_only_file(tmp_path):
     assert loaded["generator"] is None and loaded["discriminator"] is None
     with torch.no_grad():
         assert_generators_agree(loaded["g_running"], g_running, steps=(3,))
+
+
+def test_a_file_of_pytorch_before_1_6_loads(tmp_path):
+    """The seed's files may predate PyTorch 1.6's ZIP format: torch.save's legacy format (a pickle) reads too."""
+    _, _, g_running = seed_models()
+    torch.save(g_running.state_dict(), tmp_path / "010000.model", _use_new_zipfile_serialization=False)
+    loaded = load_rosinality(tmp_path / "010000.model", impl="reference")["g_running"].state_dict()
+    expected = checkpoint.convert_generator(g_running.state_dict(), impl="reference").state_dict()
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], v) for k, v in expected.items())
 
 
 def test_data_parallel_prefixes_are_stripped(tmp_path):
@@ -240,6 +252,22 @@ def test_convert_command_and_own_format(tmp_path):
         torch.testing.assert_close(again["discriminator"].state_dict()[key], value)
 
 
+def test_convert_refuses_a_dangling_link_and_reports_a_failed_write(tmp_path, monkeypatch, capsys):
+    source, output = tmp_path / "train_step-2.model", tmp_path / "converted.pt"
+    write_train_step(source, *seed_models())
+    output.symlink_to(tmp_path / "elsewhere.pt")  # an existing output, though it points nowhere
+    assert convert_main([str(source), str(output)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and output.is_symlink()
+
+    def failed_write(obj, handle, *args, **kwargs):  # how torch.save reports a failed write
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(torch, "save", failed_write)
+    assert convert_main([str(source), str(output), "--overwrite"]) == 2
+    assert f"cannot write {output}: [enforce fail" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted.pt", "train_step-2.model"] and output.is_symlink()
+
+
 class _NotATensor:
     pass
 
@@ -260,6 +288,8 @@ BAD_GENERATOR_STATES = {
              "generator.progression.1.conv1.2.weight"),
     "integer": (lambda s: s.__setitem__("style.1.linear.bias", torch.zeros(CODE_DIM, dtype=torch.long)),
                 "style.1.linear.bias"),
+    "number": (lambda s: s.__setitem__("style.1.linear.bias", 0.5), "key 'style.1.linear.bias' holds a float, not a "
+               "tensor"),
 }
 
 
@@ -268,8 +298,9 @@ def test_bad_state_names_the_first_bad_key(tmp_path, case):
     edit, message = BAD_GENERATOR_STATES[case]
     path = tmp_path / "bad.model"
     torch.save({"generator": _edited_generator_state(edit)}, path)
-    with pytest.raises(CheckpointError, match=message.replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(CheckpointError, match=message.replace("[", r"\[").replace(".", r"\.")) as raised:
         load_rosinality(path, impl="reference")
+    assert str(raised.value).startswith(f"{path}: generator: ")
 
 
 def test_files_that_are_not_checkpoints(tmp_path):
@@ -278,6 +309,7 @@ def test_files_that_are_not_checkpoints(tmp_path):
         "other_dict.pt": lambda p: torch.save({"weights": torch.zeros(3)}, p),
         "text.pt": lambda p: p.write_text("not a checkpoint"),
         "pickled_object.pt": lambda p: torch.save({"generator": _NotATensor()}, p),
+        "listed_state.pt": lambda p: torch.save({"generator": [torch.zeros(3)]}, p),
     }
     for name, write in cases.items():
         path = tmp_path / name
@@ -306,14 +338,37 @@ def test_unreadable_files_say_why_without_unsafe_advice(tmp_path):
         assert "weights_only" not in message
 
 
-def test_own_file_with_wrong_shapes(tmp_path):
+def test_save_takes_the_three_model_names_only(tmp_path):
+    with pytest.raises(ValueError, match="models are named generator, discriminator, g_running, got ema"):
+        checkpoint.save(tmp_path / "own.pt", ema=Discriminator(impl="reference", **TINY))
+    assert not (tmp_path / "own.pt").exists()
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "own.pt"
+    checkpoint.save(path, discriminator=Discriminator(impl="reference", **TINY))
+    before = path.read_bytes()
+
+    def disk_full(obj, handle, *args, **kwargs):
+        handle.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(path, generator=StyledGenerator(impl="reference", **SEED_TINY))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["own.pt"]
+
+
+@pytest.mark.parametrize("key, message", [("linear.weight", "'linear.weight' has shape"),
+                                          ("linear.extra", "unexpected key 'linear.extra'")])
+def test_own_file_with_wrong_shapes_or_keys(tmp_path, key, message):
     path = tmp_path / "own.pt"
     model = Discriminator(impl="reference", **TINY)
     checkpoint.save(path, discriminator=model)
     data = torch.load(path, weights_only=True)
-    data["models"]["discriminator"]["state_dict"]["linear.weight"] = torch.zeros(1, 3)
+    data["models"]["discriminator"]["state_dict"][key] = torch.zeros(1, 3)
     torch.save(data, path)
-    with pytest.raises(CheckpointError, match="'linear.weight' has shape"):
+    with pytest.raises(CheckpointError, match=message):
         checkpoint.load(path, impl="reference")
 
 
@@ -333,6 +388,7 @@ DELETE = object()
 # (the keys leading to an entry, its new value or DELETE, the error's message)
 BAD_STRUCTURES = {
     "models_int": (("models",), 5, "'models' is of type int, not a dict of model entries"),
+    "version_2": (("version",), 2, "has version 2; this code reads version 1"),
     "no_config": (("models", "generator", "config"), DELETE, "generator: 'config' is missing or not a dict"),
     "state_dict_list": (("models", "g_running", "state_dict"), [1], "g_running: 'state_dict' is missing"),
     "config_no_model": (("models", "generator", "config", "code_dim"), 0, "generator: its config does not make a "
@@ -344,6 +400,7 @@ BAD_STRUCTURES = {
     "step_negative": (("training", "progress", "step"), -1, "progress.step is -1: steps are 0 to 8"),
     "step_text": (("training", "progress", "step"), "1", "progress.step is of type str, expected int"),
     "iteration_negative": (("training", "iteration"), -1, "iteration is -1, not a count"),
+    "iteration_bool": (("training", "iteration"), True, "iteration is of type bool, expected int"),
     "alpha_large": (("training", "alpha"), 2.0, "alpha is 2.0, not a fade-in weight from 0 to 1"),
     "rng_int": (("training", "rng"), 5, "rng is of type int, expected list"),
     "world_size_zero": (("training", "world_size"), 0, "world_size is 0, not a number of processes"),
@@ -353,13 +410,24 @@ BAD_STRUCTURES = {
 
 @pytest.mark.parametrize("step", [0, 1, MAX_STEP])
 def test_a_train_checkpoint_of_the_right_structure(tmp_path, step):
-    """Every step from 4 px to 1024 px is a training state's progress.step."""
+    """Every step from 4 px to 1024 px is a training state's progress.step; so is a state just after the resolution
+    grew (no samples used, alpha 0) of a run of one process."""
     path = tmp_path / "good.pt"
     data = _train_checkpoint_data(path)
-    data["training"]["progress"]["step"] = step
+    data["training"]["progress"].update(step=step, used_sample=0)
+    data["training"].update(alpha=0.0, world_size=1)
     torch.save(data, path)
     assert read_resume(path, impl="reference").training["progress"]["step"] == step
     assert checkpoint.load(path, impl="reference")["generator"] is not None
+
+
+def test_a_model_of_another_name_is_refused(tmp_path):
+    path = tmp_path / "renamed.pt"
+    data = _train_checkpoint_data(path)
+    data["models"]["ema"] = data["models"].pop("g_running")
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="'ema' is not a model entry of this project"):
+        checkpoint.load(path, impl="reference")
 
 
 @pytest.mark.parametrize("entry, value, message", [
@@ -399,3 +467,13 @@ def test_a_bad_impl_is_named_before_the_file_is_read(tmp_path):
     for load in (checkpoint.load, checkpoint.load_rosinality):
         with pytest.raises(ValueError, match="impl must be one of auto, extension, reference"):
             load(tmp_path / "missing.pt", impl="fast")
+
+
+def test_a_folder_gives_its_latest_checkpoint(tmp_path):
+    """A train.py --out folder or its checkpoint/ folder: the NNNNNN.pt of the largest iteration, past 999999 too."""
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    for name in ("000500.pt", "999999.pt", "1000000.pt", "notes.pt"):
+        (folder / name).write_bytes(b"")
+    for path in (tmp_path, folder):
+        assert checkpoint.find(path) == folder / "1000000.pt"

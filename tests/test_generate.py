@@ -13,7 +13,7 @@ import seed_reference
 from stylegan_cuda import checkpoint as ckpt
 from stylegan_cuda.data import prepare_database
 from stylegan_cuda.data.demo import write_demo_images
-from stylegan_cuda.generate import GenerateError, Sampler, load_generator, make_grid, parse_mixing_ranges
+from stylegan_cuda.generate import GenerateError, Sampler, load_generator, make_grid, parse_mixing_ranges, save_grid
 from stylegan_cuda.generate import cli
 from stylegan_cuda.generate.cli import main
 from stylegan_cuda.generate.sampling import MAX_SEED, mean_style
@@ -51,6 +51,33 @@ def test_grid_layout():
     assert (grid[0] == 7).all() and (grid[6:10, 6:10] == 7).all()  # padding and the empty cell
 
 
+def test_grid_clamps_pixels_and_keeps_each_images_shape():
+    images = torch.stack([torch.full((3, 2, 5), v) for v in (-3.0, 2.0)])  # 2 x 5 px, out of [-1, 1]
+    grid = make_grid(images, ncol=1, padding=1)
+    assert grid.shape == (1 + 2 * 3, 1 + 6, 3)
+    assert (grid[1:3, 1:6] == 0).all() and (grid[4:6, 1:6] == 255).all()
+    with pytest.raises(ValueError, match=r"expected images \[N, 3, H, W\], got \[2, 1, 2, 5\]"):
+        make_grid(images[:, :1], ncol=1)
+    with pytest.raises(ValueError, match="ncol must be >= 1, got 0"):
+        make_grid(images, ncol=0)
+
+
+def test_a_failed_png_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    images = torch.zeros(1, 3, 4, 4)
+    path = save_grid(images, tmp_path / "grid.png", ncol=1)
+    before = path.read_bytes()
+
+    def disk_full(self, file, *args, **kwargs):
+        with open(file, "wb") as handle:
+            handle.write(b"half a PNG")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_grid(images + 1, path, ncol=1)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["grid.png"]
+
+
 def test_writes_sample_and_mixing_grids(train_checkpoint, tmp_path, capsys):
     assert main([str(train_checkpoint), "--out", str(tmp_path), "--n_row", "2", "--n_col", "3", "--n_mixing", "2",
                  "--n_mean", "64", "--device", "cpu"]) == 0
@@ -59,8 +86,17 @@ def test_writes_sample_and_mixing_grids(train_checkpoint, tmp_path, capsys):
     cell = 16 + 2
     assert size_of(tmp_path / "sample.png") == (3 * cell + 2, 2 * cell + 2)
     assert size_of(tmp_path / "sample_mixing_0.png") == (4 * cell + 2, 3 * cell + 2)
-    corner = np.array(Image.open(tmp_path / "sample_mixing_0.png"))[2:18, 2:18]
-    assert (corner == 0).all()  # the blank corner (-1, as the seed)
+    mixing = np.array(Image.open(tmp_path / "sample_mixing_0.png")).astype(int)
+    assert (mixing[2:18, 2:18] == 0).all()  # the blank corner (-1, as the seed)
+
+    # Mixing every block (0-2 at 16 px) gives each column's source: the rows of targets repeat the top row.
+    every_block = tmp_path / "every_block"
+    assert main([str(train_checkpoint), "--out", str(every_block), "--n_row", "2", "--n_col", "3", "--n_mixing", "1",
+                 "--mixing_range", "0,2", "--n_mean", "64", "--device", "cpu"]) == 0
+    mixing = np.array(Image.open(every_block / "sample_mixing_0.png")).astype(int)
+    columns = mixing[:, 2 + cell:]  # the sources and the mixed images
+    for row in (1, 2):
+        assert np.abs(columns[2 + row * cell:row * cell + cell] - columns[2:cell]).max() <= 1, row
 
     named = tmp_path / "named"
     assert main([str(train_checkpoint), "--out", str(named), "--mixing_range", "all", "--n_mixing", "1",
@@ -95,6 +131,14 @@ def test_mean_style_is_the_mean_of_the_seeded_latents_styles(train_checkpoint):
     expected = model.mapping(latents).mean(0, keepdim=True)
     for chunk in (1024, 32):
         torch.testing.assert_close(mean_style(model, count=96, chunk=chunk, seed=5), expected)
+    with pytest.raises(GenerateError, match="the mean style needs at least one latent, got 0"):
+        mean_style(model, count=0)
+
+
+def test_the_batch_size_does_not_change_the_images(train_checkpoint):
+    loaded = load_generator(train_checkpoint)
+    small, large = (Sampler(loaded, batch=batch, n_mean=64).sample(5) for batch in (2, 16))
+    torch.testing.assert_close(small, large, atol=1e-4, rtol=0)  # the batches round differently
 
 
 def test_mixing_every_block_gives_the_source(train_checkpoint):
@@ -106,6 +150,10 @@ def test_mixing_every_block_gives_the_source(train_checkpoint):
         torch.testing.assert_close(grid[4 * row + 1:4 * row + 4], sources)
     grid = Sampler(loaded, n_mean=64).style_mixing(n_source=3, n_target=2, mixing_range=(0, 1))
     assert not torch.allclose(grid[5:8], grid[1:4])  # the fine block keeps the target's style
+    # Each row starts with its target. A sampler of the same seed draws the same latents: sources, then targets.
+    twin = Sampler(loaded, n_mean=64)
+    _, targets = twin.latents(3), twin.latents(2)
+    torch.testing.assert_close(grid[[4, 8]], twin.images(targets))
 
 
 def test_size_from_checkpoint_and_mismatch(train_checkpoint, tmp_path, capsys):
@@ -119,6 +167,23 @@ def test_size_from_checkpoint_and_mismatch(train_checkpoint, tmp_path, capsys):
     with pytest.raises(GenerateError, match="pass --size"):
         load_generator(tmp_path / "models.pt")
     assert load_generator(tmp_path / "models.pt", size=32).resolution == 32
+    with pytest.raises(GenerateError, match="--size 8 does not match"):
+        load_generator(train_checkpoint, size=8)
+    with pytest.raises(GenerateError, match="--size must be one of 4, 8, 16, 32, 64, 128, 256, 512, 1024, got 33"):
+        load_generator(tmp_path / "models.pt", size=33)
+
+
+def test_train_step_names_give_the_resolution_trained_to(tmp_path):
+    """The seed writes train_step-N.model on moving to step N (N = 9: at the end), its models trained to step N - 1."""
+    state = seed_reference.StyledGenerator(**TINY).state_dict()
+    for number, resolution in ((0, None), (1, 4), (9, 1024), (10, None)):
+        path = tmp_path / f"train_step-{number}.model"
+        torch.save({"g_running": state}, path)
+        if resolution is None:  # no such step: the name records no resolution
+            with pytest.raises(GenerateError, match="pass --size"):
+                load_generator(path)
+        else:
+            assert load_generator(path).resolution == resolution
 
 
 def test_the_seed_files(tmp_path):
@@ -165,6 +230,13 @@ def test_bad_inputs(train_checkpoint, tmp_path, capsys):
     assert "blocks 4-8 do not exist at 16 px" in error_of([str(train_checkpoint), "--mixing_range", "fine"])
     assert "expected LO,HI" in error_of([str(train_checkpoint), "--mixing_range", "big"])
     assert "--n_row must be >= 1" in error_of([str(train_checkpoint), "--n_row", "0"])
+    assert "--n_col must be >= 1, got 0" in error_of([str(train_checkpoint), "--n_col", "0"])
+    assert "--n_mixing must be >= 0, got -1" in error_of([str(train_checkpoint), "--n_mixing", "-1"])
+    assert "--mixing_range '2,1': LO must be <= HI" in error_of([str(train_checkpoint), "--mixing_range", "2,1"])
+    # A sample grid that fits, whose mixing grids (a row and a column more) do not: refused before any image is made
+    # (--batch 0, refused later, keeps a test of code without the check from drawing 500000 images).
+    assert "make a 9000020 x 38 grid: more than" in error_of([str(train_checkpoint), "--n_row", "1",
+                                                              "--n_col", "500000", "--batch", "0"])
     assert "make a 1640000 x 18002 grid: more than" in error_of([str(train_checkpoint), "--n_row", "1000",
                                                                  "--n_col", "91111"])
     assert main([str(train_checkpoint), "--out", str(tmp_path / "never"), "--device", "gpu"]) == 2
@@ -186,6 +258,28 @@ def test_bad_numbers_are_errors_before_out_is_made(train_checkpoint, tmp_path, c
     assert main([str(train_checkpoint), "--out", str(tmp_path / "never"), option, value, "--device", "cpu"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_out_is_made_with_its_parents_and_must_be_a_folder(train_checkpoint, tmp_path, capsys):
+    out = tmp_path / "runs" / "a" / "grids"
+    assert main([str(train_checkpoint), "--out", str(out), "--n_mixing", "0", "--n_mean", "64", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sample.png"]
+    (tmp_path / "a_file").write_text("")
+    assert main([str(train_checkpoint), "--out", str(tmp_path / "a_file"), "--n_mean", "64", "--device", "cpu"]) == 2
+    assert f"--out {tmp_path / 'a_file'}: " in capsys.readouterr().err
+
+
+def test_the_defaults_are_the_documented_ones(train_checkpoint, tmp_path):
+    """3 x 5 samples at truncation 0.7 from seed 0 with fixed noise, and 4 mixing grids of blocks 0-1 (the seed's)."""
+    explicit = ["--n_row", "3", "--n_col", "5", "--truncation", "0.7", "--seed", "0", "--noise", "fixed",
+                "--n_mixing", "4", "--mixing_range", "0,1"]
+    for name, options in (("default", []), ("explicit", explicit)):
+        assert main([str(train_checkpoint), "--out", str(tmp_path / name), "--n_mean", "64", "--device", "cpu",
+                     *options]) == 0
+    names = sorted(p.name for p in (tmp_path / "default").iterdir())
+    assert names == ["sample.png"] + [f"sample_mixing_{j}.png" for j in range(4)]
+    for name in names:
+        assert (tmp_path / "default" / name).read_bytes() == (tmp_path / "explicit" / name).read_bytes(), name
 
 
 def test_the_implementation_follows_the_environment(train_checkpoint, tmp_path, capsys, monkeypatch):
@@ -247,6 +341,8 @@ def test_fixed_noise_is_shared_by_every_image_random_noise_is_not(train_checkpoi
     torch.testing.assert_close(fixed[1], fixed[0], atol=1e-5, rtol=0)
     drawn = Sampler(loaded, truncation=1.0, noise="random").images(twice)
     assert not torch.allclose(drawn[1], drawn[0], atol=1e-3)
+    with pytest.raises(GenerateError, match="noise must be fixed or random, got 'none'"):
+        Sampler(loaded, noise="none")
 
 
 def test_the_fade_in_is_read_from_a_train_checkpoint(train_checkpoint, tmp_path):
@@ -256,6 +352,10 @@ def test_the_fade_in_is_read_from_a_train_checkpoint(train_checkpoint, tmp_path)
     torch.save(data, tmp_path / "fading.pt")
     loaded = load_generator(tmp_path / "fading.pt")
     assert loaded.alpha == 0.25 and "alpha 0.25" in loaded.description
+    sampler, latents = Sampler(loaded, truncation=1.0), torch.randn(2, 16)
+    noise = [n.expand(2, -1, -1, -1) for n in sampler.fixed_noise]
+    expected = loaded.model(latents, noise=noise, step=loaded.step, alpha=0.25)
+    torch.testing.assert_close(sampler.images(latents), expected, atol=1e-5, rtol=0)
 
 
 def test_a_single_mixing_range_keeps_the_seeds_file_names(train_checkpoint, tmp_path):

@@ -5,6 +5,7 @@ Tiny networks (16 channels, 16-dim codes) on a tiny LMDB of the demo images at 8
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import copy
 import io
@@ -33,6 +34,7 @@ from stylegan_cuda import checkpoint as ckpt
 from stylegan_cuda.data import prepare_database
 from stylegan_cuda.data.demo import write_demo_images
 from stylegan_cuda.models import StyledGenerator
+from stylegan_cuda.stop_signals import handling_stop_signals
 from stylegan_cuda.train import trainer as trainer_module
 from stylegan_cuda.train.schedule import SCHED_BATCH, SCHED_LR, Progress, Schedule
 from stylegan_cuda.train.batches import FlippableImages, ResumableBatches, open_dataset
@@ -340,6 +342,19 @@ def test_a_stop_signal_ends_the_run_with_a_checkpoint_that_resumes_exactly(lmdb_
     _, resumed_losses = run_trainer(["--resume", str(tmp_path / "stopped")])
     assert sorted(resumed_losses) == [4, 5, 6, 7, 8]
     assert all(resumed_losses[it] == full_losses[it] for it in resumed_losses)
+
+
+def test_stop_signals_are_left_alone_outside_the_main_thread():
+    """Python delivers signals to the main thread only: in another thread (a trainer run from one) nothing changes
+    and nothing fails."""
+    before = signal.getsignal(signal.SIGINT)
+
+    def handler_inside():
+        with handling_stop_signals(lambda signum, frame: None):
+            return signal.getsignal(signal.SIGINT)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(handler_inside).result() is before
 
 
 def test_a_second_stop_signal_interrupts_at_once(lmdb_path, tmp_path):
