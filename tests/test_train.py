@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import lmdb
@@ -658,7 +659,8 @@ def _torchrun_two_processes(train_args, cwd, rank1_code: str = "") -> subprocess
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script), *train_args]
     pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    # faulthandler: a process that hangs prints where each of its threads is when SIGABRT ends it (below).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath, "PYTHONFAULTHANDLER": "1"}
     # Its own session, so that a run that hangs is ended with its ranks (torchrun starts them in sessions of their
     # own, so they are found by their parent).
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -666,12 +668,22 @@ def _torchrun_two_processes(train_args, cwd, rank1_code: str = "") -> subprocess
     try:
         stdout, stderr = process.communicate(timeout=150)
     except subprocess.TimeoutExpired:
-        ranks = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-        for pid in [process.pid, *map(int, ranks)]:
+        listing = subprocess.run(["ps", "-o", "pid=,stat=,args=", "--ppid", str(process.pid)], capture_output=True,
+                                 text=True).stdout
+        ranks = [int(line.split()[0]) for line in listing.splitlines()]
+        for pid in [*ranks, process.pid]:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"torchrun with 2 gloo processes did not end in 150 s: {(stdout + stderr)[-3000:]}")
+                os.kill(pid, signal.SIGABRT)
+            time.sleep(1)  # one stack dump after the other, not interleaved
+        try:
+            stdout, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            for pid in [process.pid, *ranks]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        pytest.fail(f"torchrun with 2 gloo processes did not end in 150 s; its processes then:\n{listing}\n"
+                    f"{(stdout + stderr)[-12000:]}")
     result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     output = result.stdout + result.stderr
     if result.returncode != 0 and any(s in output for s in ("EADDRINUSE", "Address already in use",
