@@ -51,8 +51,9 @@ class DistributedError(RuntimeError):
 
 def _collective(function):
     """``function`` raising :class:`DistributedError` where its collective fails (gloo's "Connection closed by
-    peer" when a rank died, a timeout, NCCL's errors: all ``RuntimeError``; this rank's running out of memory
-    stays itself)."""
+    peer" when a rank died, a timeout, NCCL's errors: all ``RuntimeError``, which cannot tell another rank's end from
+    an error of this rank's own GPU, so the message keeps torch's reason; this rank's running out of memory stays
+    itself)."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -63,8 +64,9 @@ def _collective(function):
         except RuntimeError as error:
             lines = str(error).strip().splitlines() or [type(error).__name__]
             reason = lines[0].split("] ", 1)[-1].split(". ")[0]  # without gloo's "[file.cc:line] " and advice
-            raise DistributedError(f"another process of this run ended or stopped answering ({reason}): its own "
-                                   "output says why") from None
+            raise DistributedError(f"a collective operation of the processes failed ({reason}): most likely another "
+                                   "process of this run ended or stopped answering, and its own output says "
+                                   "why") from None
 
     return wrapper
 

@@ -46,7 +46,7 @@ from .config import TrainConfig, TrainError
 from .distributed import DistInfo
 from .resume import TRAINING_KIND, TRAINING_VERSION, ResumeSource, rng_state, set_rng_state
 from .schedule import Progress
-from .step import StepConfig, make_optimizers, train_step
+from .step import StepConfig, load_optimizer_state, make_optimizers, train_step
 
 # The seed's sample grids: (images per row, rows) by resolution.
 SAMPLE_GRID = {512: (8, 4), 1024: (4, 2)}
@@ -187,8 +187,8 @@ class Trainer:
         self.last_alpha = training.get("last_alpha")
         self.data_position = int(training["data_position"])
         try:
-            self.g_optimizer.load_state_dict(training["g_optimizer"])
-            self.d_optimizer.load_state_dict(training["d_optimizer"])
+            load_optimizer_state(self.g_optimizer, training["g_optimizer"])
+            load_optimizer_state(self.d_optimizer, training["d_optimizer"])
         except (ValueError, KeyError) as error:
             raise TrainError(f"the checkpoint's optimizer state does not fit the models: {error}") from None
         if self.config.amp == "fp16" and training.get("g_scaler"):
