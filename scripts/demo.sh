@@ -55,6 +55,6 @@ echo "== 3/4 training $ITERATIONS iterations on $DEVICE (8 -> 16 -> 32 px)"
 echo "== 4/4 sample and style-mixing grids"
 last=$(printf "%s/run/checkpoint/%06d.pt" "$OUT" "$ITERATIONS")
 "$PYTHON" "$ROOT/generate.py" "$last" --out "$OUT/generated" --device "$DEVICE" --seed 0 \
-    --n_row 3 --n_col 5 --n_mixing 2 --mixing_range 0,1 --mixing_range middle
+    --n_row 3 --n_col 5 --n_mixing 2 --mixing_range all
 
 echo "== done in $(( $(date +%s) - start )) s: samples during training in $OUT/run/sample, grids in $OUT/generated"
