@@ -26,8 +26,8 @@ using sum_t = double;
 
 // {sum of terms[k](i) for i < n} for each k, in one pass. Each sum runs in independent lanes of the op-math type, so
 // that the loop vectorizes, over blocks of kTermsPerLane terms a lane; the blocks' lane sums are totalled in sum_t:
-// the rounding error does not grow with the plane, and the lanes run at float speed (double lanes made adain_noise
-// 15-25% slower). Always inlined: compiled for its caller's target (SGC_CPU_CLONES).
+// the rounding error does not grow with the plane, and the lanes run at float speed (with double lanes adain_noise
+// fwd+bwd took 12-16% longer). Always inlined: compiled for its caller's target (SGC_CPU_CLONES).
 template <typename acc_t, typename... Terms, size_t... K>
 C10_ALWAYS_INLINE std::array<acc_t, sizeof...(Terms)> lane_sums(int64_t n, std::index_sequence<K...>,
                                                                 const Terms&... terms) {
