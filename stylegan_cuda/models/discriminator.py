@@ -7,7 +7,7 @@ from torch import nn
 
 from ..ops import blur, downsample_avg_2x
 from ..ops.dispatch import check_impl
-from .layers import EqualConv2d, EqualLinear, FusedDownsample
+from .layers import DownsampleConv2d, EqualConv2d, EqualLinear
 from .widths import (MAX_STEP, RESOLUTIONS, channels_at, check_alpha, check_input_tensor, check_step, check_widths,
                      fading_in)
 
@@ -26,8 +26,8 @@ def minibatch_stddev(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 class DownBlock(nn.Module):
     """The seed's downsampling ``ConvBlock``: conv + leaky ReLU, then blur, a convolution halving the size, leaky ReLU.
 
-    ``fused``: the stride-2 box-filtered convolution; otherwise a 3x3 convolution and 2x2 average pooling (the bias,
-    a constant per channel, is added after the pooling, which leaves it unchanged).
+    ``fused``: the seed's stride-2 box-filtered convolution; otherwise its 3x3 convolution and 2x2 average pooling,
+    the same function (see :class:`DownsampleConv2d`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, fused: bool, impl: str | None = None):
@@ -35,16 +35,10 @@ class DownBlock(nn.Module):
         self.impl = check_impl(impl)
         self.fused = fused
         self.conv1 = EqualConv2d(in_channels, out_channels, 3, padding=1, activate=True, impl=impl)
-        if fused:
-            self.conv2 = FusedDownsample(out_channels, out_channels, activate=True, impl=impl)
-        else:
-            self.conv2 = EqualConv2d(out_channels, out_channels, 3, padding=1, activate=True, impl=impl)
+        self.conv2 = DownsampleConv2d(out_channels, out_channels, pooled=not fused, activate=True, impl=impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = blur(self.conv1(x), impl=self.impl)
-        if self.fused:
-            return self.conv2(out)
-        return self.conv2.add_bias(downsample_avg_2x(self.conv2.transform(out), impl=self.impl))
+        return self.conv2(blur(self.conv1(x), impl=self.impl))
 
 
 class FinalBlock(nn.Module):

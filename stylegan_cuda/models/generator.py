@@ -12,7 +12,7 @@ from torch import nn
 
 from ..ops import NoiseAdaIN, blur, upsample_nearest_2x
 from ..ops.dispatch import check_impl
-from .layers import EqualConv2d, EqualLinear, FusedUpsample, pixel_norm
+from .layers import EqualConv2d, EqualLinear, FusedUpsample, UpsampleConv2d, pixel_norm
 from .widths import (MAX_STEP, RESOLUTIONS, channels_at, check_alpha, check_input_tensor, check_step, check_widths,
                      fading_in)
 
@@ -52,7 +52,7 @@ class StyledBlock(nn.Module):
         elif upsample == "fused":
             self.conv1 = FusedUpsample(in_channels, out_channels, impl=impl)
         elif upsample == "nearest":
-            self.conv1 = EqualConv2d(in_channels, out_channels, 3, padding=1, impl=impl)
+            self.conv1 = UpsampleConv2d(in_channels, out_channels, impl=impl)
         else:
             raise ValueError(f"upsample must be None, 'nearest' or 'fused', got {upsample!r}")
         self.adain1 = NoiseAdaIN(out_channels, style_dim, impl=impl)
@@ -63,8 +63,6 @@ class StyledBlock(nn.Module):
         if self.upsample is None:
             # x only gives the batch size, as the seed's ConstantInput.
             return self.const.repeat(x.shape[0], 1, 1, 1)
-        if self.upsample == "nearest":
-            x = upsample_nearest_2x(x, impl=self.impl)
         # The bias is added before the blur: blurring with zero padding does not commute with it at the borders.
         return blur(self.conv1(x), impl=self.impl)
 

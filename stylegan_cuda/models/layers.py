@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import fused_bias_leaky_relu
+from ..ops import downsample_avg_2x, fused_bias_leaky_relu, upsample_nearest_2x
 from ..ops.dispatch import check_impl
 
 LEAKY_SLOPE = 0.2
@@ -25,14 +25,6 @@ LEAKY_GAIN = 1.0
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Normalize each latent to unit mean square over dimension 1 (the seed's ``PixelNorm``)."""
     return x / torch.sqrt(torch.mean(x * x, dim=1, keepdim=True) + eps)
-
-
-def box_filter_4x4(weight: torch.Tensor) -> torch.Tensor:
-    """A 3x3 kernel ``[..., 3, 3]`` widened to 4x4: the mean of its four copies shifted by one pixel in x and y.
-
-    The seed's fused up- and downsampling convolve with this kernel at stride 2.
-    """
-    return F.avg_pool2d(F.pad(weight, [1, 1, 1, 1]), kernel_size=2, stride=1)
 
 
 class EqualizedLayer(nn.Module):
@@ -92,8 +84,33 @@ class EqualConv2d(EqualizedLayer):
         return F.conv2d(x, self.scaled_weight(), bias, padding=self.padding)
 
 
-class FusedUpsample(EqualizedLayer):
-    """The seed's ``FusedUpsample``: a stride-2 transposed convolution with the 4x4 box-filtered 3x3 kernel.
+# Tap k of a 4-tap kernel is the sum of taps k - 1 and k of a 3-tap one (those that exist).
+WIDEN_3_TO_4 = ((1.0, 0.0, 0.0), (1.0, 1.0, 0.0), (0.0, 1.0, 1.0), (0.0, 0.0, 1.0))
+
+
+class StridedConv3x3(EqualizedLayer):
+    """A layer whose 3x3 kernel runs at stride 2 widened to 4x4: the sum of the kernel's four copies shifted by zero
+    or one pixel in x and y (with ``flip``, of the kernel flipped). ``weight`` is ``[a, b, 3, 3]``; the widening is one
+    small matrix product with the fixed buffer ``widening`` (``[16, 9]``, the outer product of ``WIDEN_3_TO_4``).
+    """
+
+    def __init__(self, weight_shape: tuple[int, int, int, int], out_channels: int, fan_in: int, activate: bool,
+                 impl: str | None, flip: bool = False):
+        super().__init__(weight_shape, out_channels, fan_in, activate, impl)
+        taps = torch.tensor(WIDEN_3_TO_4)
+        if flip:
+            taps = taps.flip(0)
+        self.register_buffer("widening", torch.kron(taps, taps), persistent=False)
+
+    def widened_weight(self) -> torch.Tensor:
+        """The scaled weight widened, ``[a, b, 4, 4]``."""
+        weight = self.scaled_weight()
+        return (weight.reshape(-1, 9) @ self.widening.T).view(*weight.shape[:2], 4, 4)
+
+
+class FusedUpsample(StridedConv3x3):
+    """The seed's ``FusedUpsample``: a stride-2 transposed convolution with the 4x4 box filter of the 3x3 kernel (the
+    mean of its four shifted copies).
 
     ``weight`` is ``[in, out, 3, 3]`` (the transposed-convolution layout); ``H x W`` in, ``2H x 2W`` out.
     """
@@ -102,20 +119,46 @@ class FusedUpsample(EqualizedLayer):
         super().__init__((in_channels, out_channels, 3, 3), out_channels, in_channels * 9, False, impl)
 
     def transform(self, x, bias=None):
-        return F.conv_transpose2d(x, box_filter_4x4(self.scaled_weight()), bias, stride=2, padding=1)
+        return F.conv_transpose2d(x, self.widened_weight() / 4, bias, stride=2, padding=1)
 
 
-class FusedDownsample(EqualizedLayer):
-    """The seed's ``FusedDownsample``: a stride-2 convolution with the 4x4 box-filtered 3x3 kernel.
+class UpsampleConv2d(StridedConv3x3):
+    """Nearest 2x upsampling, then a 3x3 convolution with zero padding 1: the seed's ``Upsample`` + ``EqualConv2d``.
 
-    ``weight`` is ``[out, in, 3, 3]``; ``H x W`` in, ``H/2 x W/2`` out.
+    ``weight`` is ``[out, in, 3, 3]``; ``H x W`` in, ``2H x 2W`` out. Except with ``impl="reference"`` (the seed's two
+    steps) it runs as the one stride-2 transposed convolution that equals them: along each axis an output's three taps
+    over the upsampled image fall on two input pixels, so the transposed kernel is the flipped kernel widened. That is
+    4 multiply-adds per output and input channel instead of 9, and no upsampled image in memory.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, activate: bool = False, impl: str | None = None):
-        super().__init__((out_channels, in_channels, 3, 3), out_channels, in_channels * 9, activate, impl)
+    def __init__(self, in_channels: int, out_channels: int, impl: str | None = None):
+        super().__init__((out_channels, in_channels, 3, 3), out_channels, in_channels * 9, False, impl, flip=True)
 
     def transform(self, x, bias=None):
-        return F.conv2d(x, box_filter_4x4(self.scaled_weight()), bias, stride=2, padding=1)
+        if self.impl == "reference":
+            return F.conv2d(upsample_nearest_2x(x, impl="reference"), self.scaled_weight(), bias, padding=1)
+        return F.conv_transpose2d(x, self.widened_weight().transpose(0, 1), bias, stride=2, padding=1)
+
+
+class DownsampleConv2d(StridedConv3x3):
+    """A 3x3 convolution with zero padding 1 that halves the size: a stride-2 convolution with the 4x4 box filter of
+    the kernel (the seed's ``FusedDownsample``).
+
+    That is also the seed's non-fused downsampling, ``EqualConv2d`` then ``AvgPool2d(2)``, from the same weights: a
+    2x2 average of 3x3 windows is one 4x4 window weighted by the mean of the kernel's four shifted copies. ``pooled``
+    layers with ``impl="reference"`` take the seed's two steps; the rest the stride-2 convolution (4 multiply-adds per
+    input pixel and channel instead of 9). ``weight`` is ``[out, in, 3, 3]``; ``H x W`` in, ``H/2 x W/2`` out.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, pooled: bool, activate: bool = False,
+                 impl: str | None = None):
+        super().__init__((out_channels, in_channels, 3, 3), out_channels, in_channels * 9, activate, impl)
+        self.pooled = pooled
+
+    def transform(self, x, bias=None):
+        if self.pooled and self.impl == "reference":
+            return downsample_avg_2x(F.conv2d(x, self.scaled_weight(), bias, padding=1), impl="reference")
+        return F.conv2d(x, self.widened_weight() / 4, bias, stride=2, padding=1)
 
 
 def set_impl(model: nn.Module, impl: str | None) -> nn.Module:
