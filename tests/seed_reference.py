@@ -202,7 +202,7 @@ class StyledGenerator(nn.Module):
         inputs = list(input) if isinstance(input, (list, tuple)) else [input]
         styles = [self.style(z) for z in inputs]
         if noise is None:
-            noise = [torch.randn(inputs[0].shape[0], 1, r, r) for r in RESOLUTIONS[: step + 1]]
+            noise = [torch.randn(inputs[0].shape[0], 1, r, r, device=inputs[0].device) for r in RESOLUTIONS[: step + 1]]
         if mean_style is not None:
             styles = [mean_style + style_weight * (s - mean_style) for s in styles]
         return self.generator(styles, noise, step, alpha, mixing_range=mixing_range)

@@ -32,13 +32,16 @@ def test_model_benchmark_writes_rows(results_dir):
     (path,) = results_dir.glob("model_*.json")
     assert path.name.startswith("model_b2_c16_quick_cpu_")  # not the file of a run at the defaults
     rows = json.loads(path.read_text())["rows"]
-    assert {row["variant"] for row in rows} == {"extension fp32", "reference fp32", "extension bf16", "reference bf16"}
+    assert {row["variant"] for row in rows} == {"extension fp32", "reference fp32", "seed fp32", "extension bf16",
+                                                "reference bf16"}
     assert all(row["train_ms"] > 0 and row["forward_ms"] > 0 for row in rows)
     by_variant = {row["variant"]: row for row in rows}
-    for precision in ("fp32", "bf16"):  # each extension against the reference in its own precision
+    seed = by_variant["seed fp32"]
+    for precision in ("fp32", "bf16"):  # each extension against the reference in its own precision, and the seed's
         extension, reference = by_variant[f"extension {precision}"], by_variant[f"reference {precision}"]
         assert reference["train_speedup"] == 1.0
         assert extension["train_speedup"] == reference["train_ms"] / extension["train_ms"]
+        assert extension["train_seed_speedup"] == seed["train_ms"] / extension["train_ms"]
 
 
 def test_op_benchmark_rejects_an_unknown_op(capsys):
