@@ -242,6 +242,21 @@ def test_folded_convolutions_equal_the_seeds_two_steps(layer, channels_last, siz
         assert_close_scaled(folded[name], seed[name], 1e-12, name)
 
 
+def test_a_model_built_on_the_meta_device_loads_to_the_same_function():
+    """Built on the meta device, materialized with to_empty and loaded: the model holds no state outside its state
+    dict (the folded convolutions' widening included)."""
+    generator, discriminator = tiny_generator(fused=False, impl="auto"), tiny_discriminator(fused=False, impl="auto")
+    with torch.device("meta"):
+        meta_generator = StyledGenerator(code_dim=CODE_DIM, n_mlp=2, fused=False, impl="auto", **TINY)
+        meta_discriminator = Discriminator(fused=False, impl="auto", **TINY)
+    meta_generator.to_empty(device="cpu").load_state_dict(generator.state_dict())
+    meta_discriminator.to_empty(device="cpu").load_state_dict(discriminator.state_dict())
+    z, noise = torch.randn(BATCH, CODE_DIM), generator.make_noise(BATCH, 3)
+    image = generator(z, noise=noise, step=3)
+    torch.testing.assert_close(meta_generator(z, noise=noise, step=3), image, rtol=0, atol=0)
+    torch.testing.assert_close(meta_discriminator(image, step=3), discriminator(image, step=3), rtol=0, atol=0)
+
+
 def test_bad_arguments():
     generator, discriminator = tiny_generator(), tiny_discriminator()
     with pytest.raises(ValueError, match="step"):

@@ -84,28 +84,26 @@ class EqualConv2d(EqualizedLayer):
         return F.conv2d(x, self.scaled_weight(), bias, padding=self.padding)
 
 
-# Tap k of a 4-tap kernel is the sum of taps k - 1 and k of a 3-tap one (those that exist).
-WIDEN_3_TO_4 = ((1.0, 0.0, 0.0), (1.0, 1.0, 0.0), (0.0, 1.0, 1.0), (0.0, 0.0, 1.0))
-
-
 class StridedConv3x3(EqualizedLayer):
     """A layer whose 3x3 kernel runs at stride 2 widened to 4x4: the sum of the kernel's four copies shifted by zero
-    or one pixel in x and y (with ``flip``, of the kernel flipped). ``weight`` is ``[a, b, 3, 3]``; the widening is one
-    small matrix product with the fixed buffer ``widening`` (``[16, 9]``, the outer product of ``WIDEN_3_TO_4``).
+    or one pixel in x and y (with ``flip``, of the kernel flipped). ``weight`` is ``[a, b, 3, 3]``.
     """
 
     def __init__(self, weight_shape: tuple[int, int, int, int], out_channels: int, fan_in: int, activate: bool,
                  impl: str | None, flip: bool = False):
         super().__init__(weight_shape, out_channels, fan_in, activate, impl)
-        taps = torch.tensor(WIDEN_3_TO_4)
-        if flip:
-            taps = taps.flip(0)
-        self.register_buffer("widening", torch.kron(taps, taps), persistent=False)
+        self.flip = flip
 
     def widened_weight(self) -> torch.Tensor:
-        """The scaled weight widened, ``[a, b, 4, 4]``."""
+        """The scaled weight widened, ``[a, b, 4, 4]``: one small matrix product."""
         weight = self.scaled_weight()
-        return (weight.reshape(-1, 9) @ self.widening.T).view(*weight.shape[:2], 4, 4)
+        # Tap k of the 4-tap kernel sums taps k - 1 and k of the 3-tap one (those that exist). Made on the weight's
+        # device at each call (a few microseconds), not held in a buffer that meta-device initialization would leave
+        # unset.
+        taps = torch.ones(4, 3, device=weight.device, dtype=weight.dtype).tril().triu(-1)
+        if self.flip:
+            taps = taps.flip(0)
+        return (weight.reshape(-1, 9) @ torch.kron(taps, taps).T).view(*weight.shape[:2], 4, 4)
 
 
 class FusedUpsample(StridedConv3x3):
