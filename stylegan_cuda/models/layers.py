@@ -3,7 +3,9 @@
 Every weight is stored N(0, 1) and scaled at run time by ``sqrt(2 / fan_in)`` (the seed's ``EqualLR``); biases start
 at zero. A layer built with ``activate=True`` is followed by the seed's plain ``LeakyReLU(0.2)`` (no gain): the
 convolution runs without its bias and :func:`fused_bias_leaky_relu` adds the bias and applies the activation in one
-pass, the same function as the seed's convolution-with-bias followed by the activation.
+pass, the same function as the seed's convolution-with-bias followed by the activation. The resampling layers
+(:class:`StridedConv3x3` and its subclasses) run their 3x3 kernel at stride 2, widened to 4x4; except with
+``impl="reference"``, that includes the seed's nearest upsampling before a convolution and average pooling after one.
 """
 
 from __future__ import annotations
