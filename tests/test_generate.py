@@ -363,3 +363,29 @@ def test_a_single_mixing_range_keeps_the_seeds_file_names(train_checkpoint, tmp_
     assert main([str(train_checkpoint), "--out", str(tmp_path), "--mixing_range", "coarse", "--n_mixing", "2",
                  "--n_row", "1", "--n_col", "1", "--n_mean", "64", "--device", "cpu"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.png", "sample_mixing_0.png", "sample_mixing_1.png"]
+
+
+@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_draws_the_float32_images_within_half_precision(train_checkpoint, tmp_path, amp, dtype):
+    """``--amp``: the same images up to a few roundings of the half type (measured: about 5 of its epsilons of the
+    largest pixel, for this untrained model's pixels of up to 17)."""
+    loaded = load_generator(train_checkpoint)
+    full, half = (Sampler(loaded, n_mean=64, amp=mode).sample(4) for mode in ("off", amp))
+    assert not torch.equal(half, full)  # autocast did act
+    error, scale = (half - full).abs().max().item(), full.abs().max().item()
+    assert error <= 16 * torch.finfo(dtype).eps * scale, f"{amp}: {error:.3g} against pixels up to {scale:.3g}"
+    assert main([str(train_checkpoint), "--out", str(tmp_path), "--n_mixing", "0", "--n_mean", "64", "--device", "cpu",
+                 "--amp", amp]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.png"]
+
+
+def test_float16_overflow_is_an_error_that_suggests_bfloat16(train_checkpoint):
+    loaded = load_generator(train_checkpoint)
+    with torch.no_grad():
+        for parameter in loaded.model.synthesis.to_rgb.parameters():
+            parameter.fill_(1e5)  # finite in float32, past float16's 65504
+    assert Sampler(loaded, n_mean=64).sample(2).isfinite().all()
+    with pytest.raises(GenerateError, match="float16 overflows where float32 does not: try --amp bf16 or off"):
+        Sampler(loaded, n_mean=64, amp="fp16").sample(2)
+    with pytest.raises(GenerateError, match="amp must be one of off, bf16, fp16, got 'fp8'"):
+        Sampler(loaded, n_mean=64, amp="fp8")

@@ -17,6 +17,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..models import weights_finite
 from ..models.widths import MAX_STEP, RESOLUTIONS
+from ..train.step import AMP_MODES, autocast
 
 # Block ranges of the StyleGAN paper's style-mixing figure: coarse 4-8 px, middle 16-32 px, fine 64-1024 px.
 NAMED_RANGES = {"coarse": (0, 1), "middle": (2, 3), "fine": (4, MAX_STEP)}
@@ -132,10 +133,13 @@ class Sampler:
     batch: int = 16
     n_mean: int = 10 * 1024
     device: str | torch.device = "cpu"
+    amp: str = "off"  # the generator's forward passes under bf16 or fp16 autocast (the mean style stays float32)
 
     def __post_init__(self):
         if self.noise not in ("fixed", "random"):
             raise GenerateError(f"noise must be fixed or random, got {self.noise!r}")
+        if self.amp not in AMP_MODES:
+            raise GenerateError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         for name in ("batch", "n_mean"):
             if getattr(self, name) < 1:
                 raise GenerateError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -170,13 +174,15 @@ class Sampler:
             part = slice(start, start + self.batch)
             inputs = [z[part].to(self.device) for z in latents] if pair else latents[part].to(self.device)
             kwargs = {} if self.mean is None else {"mean_style": self.mean, "style_weight": self.truncation}
-            out.append(self.loaded.model(inputs, noise=[n[part].to(self.device) for n in noise],
-                                         step=self.loaded.step, alpha=self.loaded.alpha,
-                                         mixing_range=tuple(mixing_range), **kwargs).float().cpu())
+            with autocast(torch.device(self.device).type, self.amp):
+                out.append(self.loaded.model(inputs, noise=[n[part].to(self.device) for n in noise],
+                                             step=self.loaded.step, alpha=self.loaded.alpha,
+                                             mixing_range=tuple(mixing_range), **kwargs).float().cpu())
         images = torch.cat(out)
         if not images.isfinite().all():
+            hint = " (float16 overflows where float32 does not: try --amp bf16 or off)" if self.amp == "fp16" else ""
             raise GenerateError(f"the generator of {self.loaded.path} drew NaN or infinite pixels at truncation "
-                                f"{self.truncation:g}: refusing to write them")
+                                f"{self.truncation:g}{hint}: refusing to write them")
         return images
 
     def sample(self, count: int) -> torch.Tensor:
