@@ -379,6 +379,16 @@ def test_mixed_precision_draws_the_float32_images_within_half_precision(train_ch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.png"]
 
 
+def test_channels_last_draws_the_same_images(train_checkpoint, tmp_path):
+    conv = load_generator(train_checkpoint, channels_last=True).model.synthesis.blocks[1].conv2.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    options = ["--n_mixing", "0", "--n_mean", "64", "--device", "cpu"]
+    assert main([str(train_checkpoint), "--out", str(tmp_path / "nchw"), *options]) == 0
+    assert main([str(train_checkpoint), "--out", str(tmp_path / "nhwc"), *options, "--channels_last"]) == 0
+    nchw, nhwc = (np.asarray(Image.open(tmp_path / name / "sample.png"), dtype=np.int16) for name in ("nchw", "nhwc"))
+    assert np.abs(nchw - nhwc).max() <= 1  # 8-bit pixels: at most a rounding apart
+
+
 def test_float16_overflow_is_an_error_that_suggests_bfloat16(train_checkpoint):
     loaded = load_generator(train_checkpoint)
     with torch.no_grad():

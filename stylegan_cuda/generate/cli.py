@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=AMP_MODES, default="off",
                    help="the generator's forward passes under bf16 or fp16 autocast: faster where the device has "
                         "fast half-precision units, a little less precise (default off)")
+    p.add_argument("--channels_last", action="store_true",
+                   help="the generator's weights in channels_last memory format (NHWC): the same images up to float "
+                        "rounding, faster convolutions on recent GPUs and on CPUs")
     return p
 
 
@@ -62,7 +65,7 @@ def generate(args) -> list[Path]:
         raise GenerateError(str(error)) from None
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # subnormal floats slow CPU kernels down many times
-    loaded = load_generator(args.checkpoint, args.size, impl=impl, device=device)
+    loaded = load_generator(args.checkpoint, args.size, impl=impl, device=device, channels_last=args.channels_last)
     ranges = parse_mixing_ranges(args.mixing_range or [f"{SEED_RANGE[0]},{SEED_RANGE[1]}"], loaded.step)
     grids = [(args.n_row, args.n_col)] + ([(args.n_row + 1, args.n_col + 1)] if args.n_mixing else [])
     for rows, cols in grids:  # before any image is made

@@ -56,8 +56,10 @@ def _check_size(size: int | None, resolution: int, path) -> None:
         )
 
 
-def load_generator(path, size: int | None = None, impl: str | None = None, device="cpu") -> LoadedGenerator:
-    """The EMA generator (else the generator) of ``path`` and the resolution and fade-in it was trained at.
+def load_generator(path, size: int | None = None, impl: str | None = None, device="cpu",
+                   channels_last: bool = False) -> LoadedGenerator:
+    """The EMA generator (else the generator) of ``path`` and the resolution and fade-in it was trained at, on
+    ``device`` (its weights in channels_last memory format with ``channels_last``).
 
     Reads this project's checkpoints (``train.py``'s, which record the resolution, also found as the latest in a
     ``train.py --out`` folder; a model-only file of :func:`stylegan_cuda.checkpoint.save` needs ``size``) and the
@@ -100,6 +102,8 @@ def load_generator(path, size: int | None = None, impl: str | None = None, devic
     _check_size(size, resolution, path)
     step = _step_of_size(resolution)
     model = model.to(device).eval().requires_grad_(False)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     return LoadedGenerator(model, step, alpha, f"{which} of a {kind}, {resolution} px, alpha {alpha:g}", path)
 
 
