@@ -102,32 +102,31 @@ def _parameter_grads(loss, model, create_graph=False):
 
 
 def projected(call):
-    """A run: ``call(model)``'s output and the parameter gradients of a fixed random projection of it."""
-    def run(model):
+    """A run: ``call(model)``'s output and (with ``grads``) the parameter gradients of a fixed random projection of
+    it."""
+    def run(model, grads=True):
         out = call(model)
+        if not grads:
+            return {"output": out.detach()}
         weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out)
         return {"output": out.detach(), **_parameter_grads((out * weights).sum(), model)}
     return run
 
 
-FORWARD_VALUES = ("output", "scores")
-
-
 def assert_same_function(model, run, device="cpu", tol=2e-4, tol64=1e-10):
-    """``run`` with impl="extension" equals it with impl="reference", tensor by tensor, at each tensor's scale.
+    """``run`` with impl="extension" equals it with impl="reference", tensor by tensor, at each tensor's scale: the
+    forward values in float32, to ``tol``; everything, gradients included, in float64, to ``tol64``.
 
-    The forward values (``FORWARD_VALUES``) in float32, to ``tol``; every tensor, gradients included, in float64, to
-    ``tol64``. Gradients are not compared in float32: planes of up to a million pixels hold
-    pre-activations within float32 rounding of a leaky ReLU's kink, where two correct implementations (or float32
-    and float64 runs of one) take different slopes, so a gradient may differ by a whole term of its sum, by chance.
+    Gradients are not compared in float32: planes of up to a million pixels hold pre-activations within float32
+    rounding of a leaky ReLU's kink, where two correct implementations (or float32 and float64 runs of one) take
+    different slopes, so a gradient may differ by a whole term of its sum, by chance.
     """
-    for dtype, tolerance in ((torch.float32, tol), (torch.float64, tol64)):
-        reference = run(set_impl(copy.deepcopy(model), "reference").to(device, dtype))
-        extension = run(set_impl(copy.deepcopy(model), "extension").to(device, dtype))
+    for dtype, tolerance, grads in ((torch.float32, tol, False), (torch.float64, tol64, True)):
+        reference = run(set_impl(copy.deepcopy(model), "reference").to(device, dtype), grads=grads)
+        extension = run(set_impl(copy.deepcopy(model), "extension").to(device, dtype), grads=grads)
         assert extension.keys() == reference.keys()
         for name, expected in reference.items():
-            if dtype == torch.float64 or name in FORWARD_VALUES:
-                assert_close_scaled(extension[name], expected, tolerance, f"{name} ({dtype})")
+            assert_close_scaled(extension[name], expected, tolerance, f"{name} ({dtype})")
 
 
 # One latent with a fade-in, two latents mixed at a fixed range, truncation; fused and not (from 128 px up).
@@ -155,10 +154,13 @@ DISCRIMINATOR_CASES = [(step, *DISCRIMINATOR_VARIANTS[k]) for step in STEPS
 
 
 def r1_run(x, step, alpha):
-    """A run: the scores, their gradient with respect to the input, and the R1 penalty's parameter gradients."""
-    def run(discriminator):
+    """A run: the scores and (with ``grads``) their gradient with respect to the input and the R1 penalty's parameter
+    gradients."""
+    def run(discriminator, grads=True):
         real = cast(x, discriminator).requires_grad_(True)
         scores = discriminator(real, step=step, alpha=alpha)
+        if not grads:
+            return {"scores": scores.detach()}
         (grad_x,) = torch.autograd.grad(scores.sum(), real, create_graph=True)
         penalty = r1_penalty(scores, real)
         return {"scores": scores.detach(), "grad_x": grad_x.detach(), **_parameter_grads(penalty, discriminator)}
